@@ -1,0 +1,115 @@
+/* context.h — one job's import session: knowledge, protocol, staging, stats.
+ *
+ * The one context struct. Every rank holds "knowledge": an image of the facts
+ * the root has sent. Questions (a directory listing, a file, compiled code)
+ * are answered from it:
+ *   - on the root, an unknown fact is read from the file system, added to the
+ *     knowledge and to the outgoing image; mpii_context_flush() broadcasts the
+ *     outgoing image as one message;
+ *   - on other ranks, an unknown fact is MPII_ERR_GAP: the caller receives the
+ *     next message (mpii_context_receive) and asks again.
+ * Because knowledge only ever comes from the root, a rank that imports in
+ * another order than the root never gets wrong bytes: it keeps receiving (and
+ * keeping) the root's messages until its question is answered, or until the
+ * timeout, when it falls back to a plain import. mpii_context_finish() has the
+ * root send an end marker and the others drain every message before it, so the
+ * number of broadcasts always matches. */
+#ifndef MPIIMPORT_CONTEXT_H
+#define MPIIMPORT_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mpiimport/config.h"
+#include "mpiimport/finder.h"
+#include "mpiimport/image.h"
+#include "mpiimport/status.h"
+#include "mpiimport/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mpii_stats {
+    uint64_t find_count;     double find_s;   /* module lookups (mpii_context_find) */
+    uint64_t read_count;     double read_s;   uint64_t read_bytes;  /* files read (root) */
+    uint64_t bcast_count;    double bcast_s;  uint64_t bcast_bytes; /* messages sent/received */
+    uint64_t load_count;     double load_s;   /* filled in by the hook */
+    uint64_t fs_calls;       /* file-system calls this rank made for imports */
+    uint64_t fs_calls_saved; /* questions answered from received knowledge instead */
+    uint64_t gaps;           /* questions that needed a message */
+    uint64_t fallbacks;      /* requests handed back to Python's own import */
+    uint64_t out_of_order;   /* messages received that answered another request */
+    uint64_t staged_files;   uint64_t staged_bytes; /* files this rank wrote to the stage */
+} mpii_stats;
+
+typedef struct mpii_context mpii_context;
+
+/* Collective: initialises the transport named in cfg (or, with transport
+ * NULL, uses ops as given) and agrees on a job nonce. */
+mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops *ops,
+                                mpii_context **out, char *err, size_t err_cap);
+/* Collective: see above; then removes this node's stage directory. Safe to call twice. */
+mpii_status mpii_context_finish(mpii_context *ctx);
+void mpii_context_destroy(mpii_context *ctx);
+
+int mpii_context_rank(const mpii_context *ctx);
+int mpii_context_size(const mpii_context *ctx);
+const mpii_stats *mpii_context_stats(const mpii_context *ctx);
+mpii_stats *mpii_context_stats_mut(mpii_context *ctx);
+const char *mpii_context_stage_root(const mpii_context *ctx);
+
+/* Questions. *entry is NULL when the path does not exist (MISS). */
+mpii_status mpii_context_listing(mpii_context *ctx, const char *dir, const mpii_entry **entry,
+                                 unsigned *miss_flags);
+/* want_bytes = 0 asks only for the stat. */
+mpii_status mpii_context_file(mpii_context *ctx, const char *path, int want_bytes,
+                              const mpii_entry **entry);
+/* The FILE entry (with bytes) known for path, or NULL: never reads, never waits. */
+const mpii_entry *mpii_context_lookup(mpii_context *ctx, const char *path);
+/* The CODE entry for a source file, NULL if the root sent none (MISS is not
+ * distinguished: code is only asked for after a find said so). */
+mpii_status mpii_context_code(mpii_context *ctx, const char *source_path,
+                              const mpii_entry **entry);
+/* Root only: adds compiled code for a source file to knowledge and outgoing. */
+mpii_status mpii_context_add_code(mpii_context *ctx, const char *source_path, const void *code,
+                                  size_t len, int64_t mtime_ns, uint64_t size);
+
+/* FileFinder's decision for one directory (see finder.h), through the knowledge. */
+mpii_status mpii_context_find(mpii_context *ctx, const mpii_suffix_table *suffixes,
+                              const char *dir, const char *name, mpii_find_result *result);
+
+/* Root: broadcasts the outgoing facts, if any, labelled (label may be NULL).
+ * Others: no-op. */
+mpii_status mpii_context_flush(mpii_context *ctx, const char *label);
+/* Non-root: waits up to timeout_s for the next message and adds it to the
+ * knowledge. label (may be NULL) receives what it answers. MPII_ERR_TIMEOUT:
+ * nothing yet (still pending); MPII_ERR_ENDED: the root has finished. */
+mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *label,
+                                 size_t label_cap);
+/* Forgets every fact (importlib.invalidate_caches()). */
+void mpii_context_invalidate(mpii_context *ctx);
+
+/* How the code of a source module is to be obtained. */
+typedef enum mpii_code_kind {
+    MPII_CODE_PYC = 1,            /* *entry: the valid bytecode cache file */
+    MPII_CODE_COMPILED = 2,       /* *entry: code the root compiled (CODE entry) */
+    MPII_CODE_COMPILE_NEEDED = 3  /* root only: no valid cache; compile, then add_code */
+} mpii_code_kind;
+
+/* For a source module: its stat (*source, stat-only FILE entry) and the way to
+ * its code. magic: importlib.util.MAGIC_NUMBER. MPII_ERR_NOTFOUND when the
+ * source is gone. */
+mpii_status mpii_context_source_code(mpii_context *ctx, const uint8_t magic[4],
+                                     const char *source_path, const char *pyc_path,
+                                     mpii_code_kind *kind, const mpii_entry **source,
+                                     const mpii_entry **entry);
+
+/* Stages a file whose bytes are known (FILE entry with data) for dlopen. */
+mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged,
+                               size_t staged_cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

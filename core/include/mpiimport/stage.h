@@ -1,0 +1,46 @@
+/* stage.h — node-local copies of extension modules.
+ *
+ * dlopen() needs a file, so extension modules received over the network are
+ * written to node-local memory (default /dev/shm) under a private root
+ * directory (created 0700, owned by us, never a symlink), at
+ * <root>/<original absolute path>, so that $ORIGIN-relative RPATHs of bundled
+ * libraries (numpy.libs/, scipy.libs/) resolve inside the staged tree too.
+ *
+ * Once per node: the first rank that needs a file creates "<file>.part" with
+ * O_EXCL, writes it and renames it into place; other ranks on the node wait for
+ * the final name (bounded by a timeout), or see "<file>.failed" and give up at
+ * once (a full /dev/shm, say). No path component is followed if it is a
+ * symlink. */
+#ifndef MPIIMPORT_STAGE_H
+#define MPIIMPORT_STAGE_H
+
+#include <stddef.h>
+
+#include "mpiimport/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mpii_stage mpii_stage;
+
+/* Creates (or, when it exists and is safe, opens) the root directory. */
+mpii_status mpii_stage_open(const char *root, mpii_stage **out);
+const char *mpii_stage_root(const mpii_stage *stage);
+
+/* Makes <root>/<original> hold data (len bytes), written by one process per
+ * node. staged receives the staged path. Waits at most timeout_s for another
+ * writer. Returns MPII_ERR_NOSPACE when the file system is full,
+ * MPII_ERR_TIMEOUT when the other writer never finished. */
+mpii_status mpii_stage_file(mpii_stage *stage, const char *original, const void *data, size_t len,
+                            double timeout_s, char *staged, size_t staged_cap);
+
+/* Removes the root and everything below it (no symlink is followed). */
+mpii_status mpii_stage_remove(mpii_stage *stage);
+/* Frees the handle; does not remove files. */
+void mpii_stage_close(mpii_stage *stage);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,569 @@
+/* _core.c — mpiimport._core, the CPython face of the C core.
+ *
+ * One Python object, Context, owns one mpii_context (the one context struct)
+ * and exposes the questions the import hook asks: find, file, source_code,
+ * listing state, staging, and the protocol (flush, receive, finish). The GIL
+ * is released while waiting on the transport. Transports are reached only
+ * through the registry in mpiimport/transport.h; no transport header and no
+ * MPI header is included here. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpiimport/config.h"
+#include "mpiimport/context.h"
+#include "mpiimport/transport.h"
+
+typedef struct {
+    PyObject *Error, *Gap, *Timeout, *Ended;
+} core_state;
+
+typedef struct {
+    PyObject_HEAD
+    mpii_context *ctx;
+    mpii_suffix_table suffixes;
+    int finished;
+    PyObject *error, *gap, *timeout, *ended; /* borrowed from module state, kept alive */
+} ContextObject;
+
+static core_state *get_state(PyObject *module) { return (core_state *)PyModule_GetState(module); }
+
+static PyObject *raise_status(ContextObject *self, mpii_status st, const char *what)
+{
+    PyObject *type = self->error;
+    if (st == MPII_ERR_GAP)
+        type = self->gap;
+    else if (st == MPII_ERR_TIMEOUT)
+        type = self->timeout;
+    else if (st == MPII_ERR_ENDED)
+        type = self->ended;
+    PyErr_Format(type, "%s: %s", what, mpii_strerror(st));
+    return NULL;
+}
+
+static const char *env_getter(void *arg, const char *name)
+{
+    (void)arg;
+    return getenv(name);
+}
+
+/* config() -> dict of the MPIIMPORT_* settings; ValueError naming valid values. */
+static PyObject *core_config(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    mpii_config cfg;
+    char err[512];
+    if (mpii_config_load(&cfg, env_getter, NULL, err, sizeof err) != MPII_OK) {
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s}", "disable", cfg.disable ? Py_True : Py_False,
+                         "verbose", cfg.verbose, "transport", cfg.transport, "shared_prefixes",
+                         cfg.shared_prefixes, "stage_dir", cfg.stage_dir, "timeout", cfg.timeout_s,
+                         "ranks_per_node", cfg.ranks_per_node, "job_id", cfg.job_id);
+}
+
+/* transports() -> tuple of compiled transport names, default first. */
+static PyObject *core_transports(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    size_t n = mpii_transport_count();
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    if (t == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_FromString(mpii_transport_at(i)->name);
+        if (s == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, s);
+    }
+    return t;
+}
+
+/* ---- Context ---- */
+
+static int Context_init(ContextObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"transport", "suffixes", NULL};
+    const char *name = NULL;
+    PyObject *suffixes = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "zO", kwlist, &name, &suffixes))
+        return -1;
+    if (self->ctx != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Context already initialised");
+        return -1;
+    }
+    mpii_config cfg;
+    char err[512];
+    if (mpii_config_load(&cfg, env_getter, NULL, err, sizeof err) != MPII_OK) {
+        PyErr_SetString(PyExc_ValueError, err);
+        return -1;
+    }
+    const mpii_transport_ops *ops = (name && name[0]) ? mpii_transport_lookup(name) : mpii_transport_at(0);
+    if (ops == NULL) {
+        char list[256] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < mpii_transport_count(); i++) {
+            int n = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", mpii_transport_at(i)->name);
+            if (n < 0 || (size_t)n >= sizeof list - off)
+                break;
+            off += (size_t)n;
+        }
+        PyErr_Format(PyExc_ValueError, "MPIIMPORT_TRANSPORT='%s' was not compiled into this build; compiled: %s",
+                     name ? name : "", list);
+        return -1;
+    }
+    /* Suffixes: a sequence of (suffix, loader kind 1|2|3), importlib's order. */
+    PyObject *seq = PySequence_Fast(suffixes, "suffixes must be a sequence");
+    if (seq == NULL)
+        return -1;
+    memset(&self->suffixes, 0, sizeof self->suffixes);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        const char *suffix;
+        int kind;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "si", &suffix, &kind)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (mpii_suffix_table_add(&self->suffixes, suffix, (mpii_loader_kind)kind) != MPII_OK) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "bad suffix '%s'", suffix);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+
+    mpii_context *ctx = NULL;
+    mpii_status st;
+    err[0] = '\0';
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_create(&cfg, ops, &ctx, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK) {
+        PyErr_Format(self->error, "transport '%s' failed to start: %s", ops->name,
+                     err[0] ? err : mpii_strerror(st));
+        return -1;
+    }
+    self->ctx = ctx;
+    return 0;
+}
+
+static PyObject *Context_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    (void)args;
+    (void)kw;
+    ContextObject *self = (ContextObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    PyObject *module = PyType_GetModule(type);
+    if (module == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    core_state *s = get_state(module);
+    self->error = Py_NewRef(s->Error);
+    self->gap = Py_NewRef(s->Gap);
+    self->timeout = Py_NewRef(s->Timeout);
+    self->ended = Py_NewRef(s->Ended);
+    return (PyObject *)self;
+}
+
+static void Context_dealloc(ContextObject *self)
+{
+    if (self->ctx != NULL) {
+        mpii_context_destroy(self->ctx);
+        self->ctx = NULL;
+    }
+    Py_XDECREF(self->error);
+    Py_XDECREF(self->gap);
+    Py_XDECREF(self->timeout);
+    Py_XDECREF(self->ended);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+#define NEED_CTX(self)                                                           \
+    do {                                                                         \
+        if ((self)->ctx == NULL) {                                               \
+            PyErr_SetString(PyExc_RuntimeError, "mpiimport context is closed");  \
+            return NULL;                                                         \
+        }                                                                        \
+    } while (0)
+
+static PyObject *Context_get_rank(ContextObject *self, void *c)
+{
+    (void)c;
+    NEED_CTX(self);
+    return PyLong_FromLong(mpii_context_rank(self->ctx));
+}
+
+static PyObject *Context_get_size(ContextObject *self, void *c)
+{
+    (void)c;
+    NEED_CTX(self);
+    return PyLong_FromLong(mpii_context_size(self->ctx));
+}
+
+static PyObject *Context_get_stage_root(ContextObject *self, void *c)
+{
+    (void)c;
+    NEED_CTX(self);
+    return PyUnicode_DecodeFSDefault(mpii_context_stage_root(self->ctx));
+}
+
+/* find(dir, name) -> None | ("module"|"package", loader, origin, location) | ("namespace", None, None, location) */
+static PyObject *Context_find(ContextObject *self, PyObject *args)
+{
+    const char *dir, *name;
+    if (!PyArg_ParseTuple(args, "ss", &dir, &name))
+        return NULL;
+    NEED_CTX(self);
+    mpii_find_result *r = PyMem_Malloc(sizeof *r);
+    if (r == NULL)
+        return PyErr_NoMemory();
+    mpii_status st = mpii_context_find(self->ctx, &self->suffixes, dir, name, r);
+    PyObject *out = NULL;
+    if (st != MPII_OK)
+        raise_status(self, st, name);
+    else if (r->kind == MPII_FIND_NONE)
+        out = Py_NewRef(Py_None);
+    else if (r->kind == MPII_FIND_NAMESPACE)
+        out = Py_BuildValue("(sOOs)", "namespace", Py_None, Py_None, r->location);
+    else if (r->kind == MPII_FIND_PACKAGE)
+        out = Py_BuildValue("(siss)", "package", (int)r->loader, r->origin, r->location);
+    else
+        out = Py_BuildValue("(sisO)", "module", (int)r->loader, r->origin, Py_None);
+    PyMem_Free(r);
+    return out;
+}
+
+/* dir_state(dir) -> "dir" | "missing" | "notdir" */
+static PyObject *Context_dir_state(ContextObject *self, PyObject *args)
+{
+    const char *dir;
+    if (!PyArg_ParseTuple(args, "s", &dir))
+        return NULL;
+    NEED_CTX(self);
+    const mpii_entry *e = NULL;
+    unsigned flags = 0;
+    mpii_status st = mpii_context_listing(self->ctx, dir, &e, &flags);
+    if (st != MPII_OK)
+        return raise_status(self, st, dir);
+    return PyUnicode_FromString(e ? "dir" : (flags & MPII_MISS_NOT_DIR) ? "notdir" : "missing");
+}
+
+static PyObject *entry_tuple(const mpii_entry *e)
+{
+    if (e == NULL)
+        Py_RETURN_NONE;
+    PyObject *data;
+    if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAT_ONLY))
+        data = Py_NewRef(Py_None);
+    else
+        data = PyBytes_FromStringAndSize((const char *)e->data, (Py_ssize_t)e->data_len);
+    if (data == NULL)
+        return NULL;
+    return Py_BuildValue("(NLK)", data, (long long)e->mtime_ns, (unsigned long long)e->size);
+}
+
+/* file(path, want_bytes) -> None (missing) | (bytes|None, mtime_ns, size) */
+static PyObject *Context_file(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    int want = 1;
+    if (!PyArg_ParseTuple(args, "s|p", &path, &want))
+        return NULL;
+    NEED_CTX(self);
+    const mpii_entry *e = NULL;
+    mpii_status st = mpii_context_file(self->ctx, path, want, &e);
+    if (st != MPII_OK)
+        return raise_status(self, st, path);
+    return entry_tuple(e);
+}
+
+/* known(path) -> (bytes, mtime_ns, size) from knowledge only, or None: never reads, never waits. */
+static PyObject *Context_known(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    NEED_CTX(self);
+    return entry_tuple(mpii_context_lookup(self->ctx, path));
+}
+
+/* source_code(magic, source, pyc|None) -> (kind, data|None, mtime_ns, size) */
+static PyObject *Context_source_code(ContextObject *self, PyObject *args)
+{
+    const char *magic, *source, *pyc;
+    Py_ssize_t magic_len;
+    if (!PyArg_ParseTuple(args, "y#sz", &magic, &magic_len, &source, &pyc))
+        return NULL;
+    NEED_CTX(self);
+    if (magic_len != 4) {
+        PyErr_SetString(PyExc_ValueError, "magic must be 4 bytes");
+        return NULL;
+    }
+    mpii_code_kind kind;
+    const mpii_entry *src = NULL, *e = NULL;
+    mpii_status st = mpii_context_source_code(self->ctx, (const uint8_t *)magic, source, pyc, &kind, &src, &e);
+    if (st == MPII_ERR_NOTFOUND)
+        Py_RETURN_NONE;
+    if (st != MPII_OK)
+        return raise_status(self, st, source);
+    PyObject *data = e ? PyBytes_FromStringAndSize((const char *)e->data, (Py_ssize_t)e->data_len)
+                       : Py_NewRef(Py_None);
+    if (data == NULL)
+        return NULL;
+    return Py_BuildValue("(iNLK)", (int)kind, data, (long long)src->mtime_ns, (unsigned long long)src->size);
+}
+
+static PyObject *Context_add_code(ContextObject *self, PyObject *args)
+{
+    const char *source, *code;
+    Py_ssize_t len;
+    long long mtime;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "sy#LK", &source, &code, &len, &mtime, &size))
+        return NULL;
+    NEED_CTX(self);
+    mpii_status st = mpii_context_add_code(self->ctx, source, code, (size_t)len, mtime, size);
+    if (st != MPII_OK)
+        return raise_status(self, st, source);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_flush(ContextObject *self, PyObject *args)
+{
+    const char *label = NULL;
+    if (!PyArg_ParseTuple(args, "|z", &label))
+        return NULL;
+    NEED_CTX(self);
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_flush(self->ctx, label);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK)
+        return raise_status(self, st, "broadcast");
+    Py_RETURN_NONE;
+}
+
+/* receive(timeout) -> label of the message received */
+static PyObject *Context_receive(ContextObject *self, PyObject *args)
+{
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d", &timeout))
+        return NULL;
+    NEED_CTX(self);
+    char label[MPII_IMAGE_LABEL_MAX + 1];
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_receive(self->ctx, timeout, label, sizeof label);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK)
+        return raise_status(self, st, "receive");
+    return PyUnicode_DecodeUTF8(label, (Py_ssize_t)strlen(label), "replace");
+}
+
+static PyObject *Context_stage(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    NEED_CTX(self);
+    char staged[MPII_PATH_MAX];
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_stage(self->ctx, path, staged, sizeof staged);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK)
+        return raise_status(self, st, path);
+    return PyUnicode_DecodeFSDefault(staged);
+}
+
+static PyObject *Context_invalidate(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    mpii_context_invalidate(self->ctx);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_finish(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_finish(self->ctx);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK)
+        return raise_status(self, st, "finish");
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_close(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->ctx != NULL) {
+        mpii_context *ctx = self->ctx;
+        self->ctx = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        mpii_context_destroy(ctx);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+/* count(name, n=1, seconds=0.0): adds to a counter the hook keeps (load, fallbacks, out_of_order, fs_calls). */
+static PyObject *Context_count(ContextObject *self, PyObject *args)
+{
+    const char *name;
+    unsigned long long n = 1;
+    double secs = 0.0;
+    if (!PyArg_ParseTuple(args, "s|Kd", &name, &n, &secs))
+        return NULL;
+    NEED_CTX(self);
+    mpii_stats *s = mpii_context_stats_mut(self->ctx);
+    if (strcmp(name, "load") == 0) {
+        s->load_count += n;
+        s->load_s += secs;
+    } else if (strcmp(name, "fallbacks") == 0) {
+        s->fallbacks += n;
+    } else if (strcmp(name, "out_of_order") == 0) {
+        s->out_of_order += n;
+    } else if (strcmp(name, "fs_calls") == 0) {
+        s->fs_calls += n;
+    } else if (strcmp(name, "find") == 0) {
+        s->find_s += secs;
+    } else {
+        PyErr_Format(PyExc_KeyError, "no counter '%s'", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_stats(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    const mpii_stats *s = mpii_context_stats(self->ctx);
+    return Py_BuildValue(
+        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
+        "read_count", (unsigned long long)s->read_count, "read_s", s->read_s,
+        "read_bytes", (unsigned long long)s->read_bytes,
+        "bcast_count", (unsigned long long)s->bcast_count, "bcast_s", s->bcast_s,
+        "bcast_bytes", (unsigned long long)s->bcast_bytes,
+        "load_count", (unsigned long long)s->load_count, "load_s", s->load_s,
+        "fs_calls", (unsigned long long)s->fs_calls, "fs_calls_saved", (unsigned long long)s->fs_calls_saved,
+        "gaps", (unsigned long long)s->gaps, "fallbacks", (unsigned long long)s->fallbacks,
+        "out_of_order", (unsigned long long)s->out_of_order,
+        "staged_files", (unsigned long long)s->staged_files,
+        "staged_bytes", (unsigned long long)s->staged_bytes);
+}
+
+static PyMethodDef Context_methods[] = {
+    {"find", (PyCFunction)Context_find, METH_VARARGS, "FileFinder's decision for (dir, name)."},
+    {"dir_state", (PyCFunction)Context_dir_state, METH_VARARGS, "'dir', 'missing' or 'notdir'."},
+    {"file", (PyCFunction)Context_file, METH_VARARGS, "A file's (bytes, mtime_ns, size), or None."},
+    {"known", (PyCFunction)Context_known, METH_VARARGS, "A file from knowledge only, or None."},
+    {"source_code", (PyCFunction)Context_source_code, METH_VARARGS, "How to get a source module's code."},
+    {"add_code", (PyCFunction)Context_add_code, METH_VARARGS, "Root: add compiled code."},
+    {"flush", (PyCFunction)Context_flush, METH_VARARGS, "Root: broadcast the facts added since the last flush."},
+    {"receive", (PyCFunction)Context_receive, METH_VARARGS, "Others: receive the next message."},
+    {"stage", (PyCFunction)Context_stage, METH_VARARGS, "Write a known file to the node-local stage."},
+    {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
+    {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},
+    {"close", (PyCFunction)Context_close, METH_NOARGS, "Free the context and its transport."},
+    {"count", (PyCFunction)Context_count, METH_VARARGS, "Add to a counter."},
+    {"stats", (PyCFunction)Context_stats, METH_NOARGS, "Counters as a dict."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Context_getset[] = {
+    {"rank", (getter)Context_get_rank, NULL, "this rank", NULL},
+    {"size", (getter)Context_get_size, NULL, "number of ranks", NULL},
+    {"stage_root", (getter)Context_get_stage_root, NULL, "this node's stage directory", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Context_slots[] = {
+    {Py_tp_new, Context_new},
+    {Py_tp_init, Context_init},
+    {Py_tp_dealloc, Context_dealloc},
+    {Py_tp_methods, Context_methods},
+    {Py_tp_getset, Context_getset},
+    {Py_tp_doc, "Context(transport, suffixes): a collective import session."},
+    {0, NULL}};
+
+static PyType_Spec Context_spec = {"mpiimport._core.Context", sizeof(ContextObject), 0,
+                                   Py_TPFLAGS_DEFAULT, Context_slots};
+
+static PyMethodDef core_methods[] = {
+    {"config", core_config, METH_NOARGS, "The MPIIMPORT_* settings, parsed."},
+    {"transports", core_transports, METH_NOARGS, "Names of the compiled transports, default first."},
+    {NULL, NULL, 0, NULL}};
+
+static int core_exec(PyObject *m)
+{
+    core_state *s = get_state(m);
+    s->Error = PyErr_NewException("mpiimport._core.Error", PyExc_RuntimeError, NULL);
+    if (s->Error == NULL || PyModule_AddObjectRef(m, "Error", s->Error) < 0)
+        return -1;
+    s->Gap = PyErr_NewException("mpiimport._core.Gap", s->Error, NULL);
+    if (s->Gap == NULL || PyModule_AddObjectRef(m, "Gap", s->Gap) < 0)
+        return -1;
+    s->Timeout = PyErr_NewException("mpiimport._core.Timeout", s->Error, NULL);
+    if (s->Timeout == NULL || PyModule_AddObjectRef(m, "Timeout", s->Timeout) < 0)
+        return -1;
+    s->Ended = PyErr_NewException("mpiimport._core.Ended", s->Error, NULL);
+    if (s->Ended == NULL || PyModule_AddObjectRef(m, "Ended", s->Ended) < 0)
+        return -1;
+    PyObject *type = PyType_FromModuleAndSpec(m, &Context_spec, NULL);
+    if (type == NULL || PyModule_AddObjectRef(m, "Context", type) < 0) {
+        Py_XDECREF(type);
+        return -1;
+    }
+    Py_DECREF(type);
+    if (PyModule_AddIntConstant(m, "LOADER_EXTENSION", MPII_LOADER_EXTENSION) < 0 ||
+        PyModule_AddIntConstant(m, "LOADER_SOURCE", MPII_LOADER_SOURCE) < 0 ||
+        PyModule_AddIntConstant(m, "LOADER_BYTECODE", MPII_LOADER_BYTECODE) < 0 ||
+        PyModule_AddIntConstant(m, "CODE_PYC", MPII_CODE_PYC) < 0 ||
+        PyModule_AddIntConstant(m, "CODE_COMPILED", MPII_CODE_COMPILED) < 0 ||
+        PyModule_AddIntConstant(m, "CODE_COMPILE_NEEDED", MPII_CODE_COMPILE_NEEDED) < 0)
+        return -1;
+    return 0;
+}
+
+static int core_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    core_state *s = get_state(m);
+    Py_VISIT(s->Error);
+    Py_VISIT(s->Gap);
+    Py_VISIT(s->Timeout);
+    Py_VISIT(s->Ended);
+    return 0;
+}
+
+static int core_clear(PyObject *m)
+{
+    core_state *s = get_state(m);
+    Py_CLEAR(s->Error);
+    Py_CLEAR(s->Gap);
+    Py_CLEAR(s->Timeout);
+    Py_CLEAR(s->Ended);
+    return 0;
+}
+
+static PyModuleDef_Slot core_slots[] = {{Py_mod_exec, core_exec}, {0, NULL}};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "mpiimport._core", "The C core of mpiimport.", sizeof(core_state),
+    core_methods, core_slots, core_traverse, core_clear, NULL};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }

@@ -1,0 +1,534 @@
+"""The import hook: a meta-path finder and three loaders over mpiimport._core.
+
+The finder makes importlib.machinery.PathFinder's decision (path entries in
+order, FileFinder's rules within each, namespace portions gathered across
+entries) but asks the C core, which answers from what rank 0 has read and
+broadcast. It takes PathFinder's place in sys.meta_path while installed, so a
+module that is not found is not searched for again on the file system; entries
+outside the shared prefixes (zip files, node-local directories) still go
+through PathFinder, one entry at a time.
+
+The loaders subclass importlib's own (SourceFileLoader, SourcelessFileLoader,
+ExtensionFileLoader) and only change where bytes come from, so specs, module
+attributes, get_source, get_resource_reader and importlib.resources behave as
+in a plain import.
+"""
+import _imp
+import _thread
+import atexit
+import marshal
+import os
+import sys
+import time
+from importlib import _bootstrap as _bs
+from importlib import _bootstrap_external as _bx
+from importlib.machinery import (BYTECODE_SUFFIXES, EXTENSION_SUFFIXES, SOURCE_SUFFIXES,
+                                 ExtensionFileLoader, ModuleSpec, PathFinder,
+                                 SourceFileLoader, SourcelessFileLoader)
+from importlib.util import MAGIC_NUMBER, cache_from_source, spec_from_file_location
+
+from . import _core
+
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
+                  "MPIIMPORT_FORCE")
+
+
+class _Fallback(Exception):
+    """This request goes to Python's own import machinery."""
+
+
+def _say(msg):
+    sys.stderr.write("mpiimport: %s\n" % msg)
+    sys.stderr.flush()
+
+
+class _Session:
+    """Everything one install() owns: the C context, the finder, settings."""
+
+    def __init__(self, ctx, config, prefixes):
+        self.ctx = ctx
+        self.rank = ctx.rank
+        self.size = ctx.size
+        self.root = ctx.rank == 0
+        self.timeout = config["timeout"]
+        self.verbose = config["verbose"]
+        self.prefixes = prefixes
+        self.lock = _thread.RLock()
+        self.warned = set()
+        self.finished = False
+        self.transport = config["transport_name"]
+
+    def warn_once(self, key, msg):
+        if key not in self.warned:
+            self.warned.add(key)
+            _say("rank %d: %s" % (self.rank, msg))
+
+    def shared_dir(self, entry):
+        """The absolute directory for a path entry under the shared prefixes, or None."""
+        if not isinstance(entry, str):
+            return None
+        # exactly as FileFinder.__init__ makes its path absolute
+        if not entry or entry == ".":
+            d = os.getcwd()
+        elif not _bx._path_isabs(entry):
+            d = _bx._path_join(os.getcwd(), entry)
+        else:
+            d = entry
+        probe = d.rstrip("/") + "/"
+        for p in self.prefixes:
+            if probe.startswith(p if p.endswith("/") else p + "/"):
+                return d
+        return None
+
+    def need(self, request, fn, *args):
+        """fn(*args), receiving rank 0's messages while the answer is a gap."""
+        while True:
+            try:
+                return fn(*args)
+            except _core.Gap:
+                pass
+            try:
+                label = self.ctx.receive(self.timeout)
+            except _core.Timeout:
+                raise _Fallback("nothing from rank 0 for %.3g s while importing %r: this rank "
+                                "imports in a different order than rank 0"
+                                % (self.timeout, request)) from None
+            except _core.Ended:
+                raise _Fallback("rank 0 has finished importing, but this rank still imports %r"
+                                % (request,)) from None
+            except _core.Error as e:
+                raise _Fallback("message from rank 0 rejected (%s) while importing %r"
+                                % (e, request)) from None
+            if label != request:
+                self.ctx.count("out_of_order")
+
+    def flush(self, label):
+        if self.root and not self.finished:
+            try:
+                self.ctx.flush(label)
+            except _core.Error as e:
+                self.warn_once("flush", "broadcast failed (%s); other ranks will import "
+                               "normally" % e)
+
+    def fallback(self, request, why):
+        self.ctx.count("fallbacks")
+        self.warn_once("fallback", "%s; importing it normally (further fallbacks are silent, "
+                       "see mpiimport.stats())" % why)
+
+    # -- rank 0's read-ahead: the bytes a found module will need, in the same message
+    def prefetch(self, loader_kind, origin, fullname):
+        if loader_kind == _core.LOADER_SOURCE:
+            pyc = _pyc_path(origin)
+            r = self.ctx.source_code(MAGIC_NUMBER, origin, pyc)
+            if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
+                _compile_on_root(self, fullname, origin, pyc, r[2], r[3])
+        else:
+            self.ctx.file(origin, True)
+
+
+def _pyc_path(source):
+    try:
+        return cache_from_source(source)
+    except NotImplementedError:
+        return None
+
+
+def _compile_on_root(session, fullname, source_path, pyc_path, mtime_ns, size):
+    """Rank 0 compiles a source whose bytecode cache is missing or stale, once
+    for the job, sends the code, and writes the cache as SourceLoader would."""
+    with open(source_path, "rb") as f:
+        source = f.read()
+    session.ctx.count("fs_calls", 3)
+    code = _bs._call_with_frames_removed(compile, source, source_path, "exec",
+                                         dont_inherit=True, optimize=-1)
+    session.ctx.add_code(source_path, marshal.dumps(code), mtime_ns, size)
+    if not sys.dont_write_bytecode and pyc_path is not None:
+        mtime = mtime_ns // 1_000_000_000
+        data = _bx._code_to_timestamp_pyc(code, mtime, size)
+        try:
+            _bx.SourceFileLoader(fullname, source_path)._cache_bytecode(source_path, pyc_path, data)
+        except (NotImplementedError, OSError):
+            pass
+    return code
+
+
+def _stat_mtime(mtime_ns):
+    # os.stat's float st_mtime: seconds + nanoseconds * 1e-9
+    return mtime_ns // 1_000_000_000 + (mtime_ns % 1_000_000_000) * 1e-9
+
+
+class MpiSourceLoader(SourceFileLoader):
+    """SourceFileLoader whose code comes from rank 0: a valid bytecode cache,
+    or code rank 0 compiled."""
+
+    def __init__(self, fullname, path, session=None):
+        super().__init__(fullname, path)
+        self._mpii = session
+
+    def get_code(self, fullname):
+        s = self._mpii
+        source_path = self.get_filename(fullname)
+        if s is None or s.finished:
+            return super().get_code(fullname)
+        pyc = _pyc_path(source_path)
+        t0 = time.perf_counter()
+        try:
+            with s.lock:
+                try:
+                    r = s.need(fullname, s.ctx.source_code, MAGIC_NUMBER, source_path, pyc)
+                    if r is None:
+                        raise _Fallback("%s vanished" % source_path)
+                    kind, data, mtime_ns, size = r
+                    if kind == _core.CODE_PYC:
+                        return _bx._compile_bytecode(memoryview(data)[16:], name=fullname,
+                                                     bytecode_path=pyc, source_path=source_path)
+                    if kind == _core.CODE_COMPILED:
+                        code = marshal.loads(data)
+                        _imp._fix_co_filename(code, source_path)
+                        return code
+                    return _compile_on_root(s, fullname, source_path, pyc, mtime_ns, size)
+                finally:
+                    s.flush(fullname)
+        except _Fallback as e:
+            s.fallback(fullname, str(e))
+            return super().get_code(fullname)
+        finally:
+            s.ctx.count("load", 1, time.perf_counter() - t0)
+
+    def path_stats(self, path):
+        s = self._mpii
+        if s is not None:
+            r = s.ctx.known(path)
+            if r is not None:
+                return {"mtime": _stat_mtime(r[1]), "size": r[2]}
+        return super().path_stats(path)
+
+    def get_data(self, path):
+        s = self._mpii
+        if s is not None:
+            r = s.ctx.known(path)
+            if r is not None:
+                return r[0]
+        return super().get_data(path)
+
+
+class MpiSourcelessLoader(SourcelessFileLoader):
+    """SourcelessFileLoader reading the .pyc from rank 0's broadcast."""
+
+    def __init__(self, fullname, path, session=None):
+        super().__init__(fullname, path)
+        self._mpii = session
+
+    def get_code(self, fullname):
+        s = self._mpii
+        path = self.get_filename(fullname)
+        if s is None or s.finished:
+            return super().get_code(fullname)
+        t0 = time.perf_counter()
+        try:
+            with s.lock:
+                try:
+                    r = s.need(fullname, s.ctx.file, path, True)
+                finally:
+                    s.flush(fullname)
+            if r is None:
+                raise _Fallback("%s vanished" % path)
+            data = r[0]
+            exc_details = {"name": fullname, "path": path}
+            _bx._classify_pyc(data, fullname, exc_details)
+            return _bx._compile_bytecode(memoryview(data)[16:], name=fullname, bytecode_path=path)
+        except _Fallback as e:
+            s.fallback(fullname, str(e))
+            return super().get_code(fullname)
+        finally:
+            s.ctx.count("load", 1, time.perf_counter() - t0)
+
+    def get_data(self, path):
+        s = self._mpii
+        if s is not None:
+            r = s.ctx.known(path)
+            if r is not None:
+                return r[0]
+        return super().get_data(path)
+
+
+class MpiExtensionLoader(ExtensionFileLoader):
+    """ExtensionFileLoader that dlopens a node-local copy written once per node
+    (layout kept, so $ORIGIN works); __file__ stays the original path."""
+
+    def __init__(self, fullname, path, session=None):
+        super().__init__(fullname, path)
+        self._mpii = session
+
+    def create_module(self, spec):
+        s = self._mpii
+        if s is None or s.finished:
+            return super().create_module(spec)
+        t0 = time.perf_counter()
+        try:
+            with s.lock:
+                try:
+                    r = s.need(spec.name, s.ctx.file, self.path, True)
+                finally:
+                    s.flush(spec.name)
+                if r is None:
+                    raise _Fallback("%s vanished" % self.path)
+                try:
+                    staged = s.ctx.stage(self.path)
+                except _core.Error as e:
+                    raise _Fallback("cannot stage %s (%s)" % (self.path, e)) from None
+            staged_spec = ModuleSpec(spec.name, self, origin=staged)
+            module = _bs._call_with_frames_removed(_imp.create_dynamic, staged_spec)
+            try:
+                module.__file__ = spec.origin
+            except AttributeError:
+                pass
+            return module
+        except _Fallback as e:
+            s.fallback(spec.name, str(e))
+            return super().create_module(spec)
+        finally:
+            s.ctx.count("load", 1, time.perf_counter() - t0)
+
+    def get_data(self, path):
+        s = self._mpii
+        if s is not None:
+            r = s.ctx.known(path)
+            if r is not None:
+                return r[0]
+        return super().get_data(path)
+
+
+_LOADERS = {
+    _core.LOADER_EXTENSION: MpiExtensionLoader,
+    _core.LOADER_SOURCE: MpiSourceLoader,
+    _core.LOADER_BYTECODE: MpiSourcelessLoader,
+}
+
+
+class MpiFinder:
+    """Meta-path finder in PathFinder's place; see the module docstring."""
+
+    def __init__(self, session):
+        self._mpii = session
+
+    def __repr__(self):
+        return "<mpiimport.MpiFinder rank %d of %d>" % (self._mpii.rank, self._mpii.size)
+
+    def find_spec(self, fullname, path=None, target=None):
+        s = self._mpii
+        if s.finished:
+            return PathFinder.find_spec(fullname, path, target)
+        if path is None:
+            path = sys.path
+        t0 = time.perf_counter()
+        with s.lock:
+            try:
+                return self._find(fullname, path, target)
+            except _Fallback as e:
+                s.fallback(fullname, str(e))
+                return PathFinder.find_spec(fullname, path, target)
+            finally:
+                s.flush(fullname)
+                s.ctx.count("find", 0, time.perf_counter() - t0)
+
+    def _find(self, fullname, path, target):
+        s = self._mpii
+        tail = fullname.rpartition(".")[2]
+        namespace_path = []
+        for entry in path:
+            d = s.shared_dir(entry)
+            if d is not None and s.need(fullname, s.ctx.dir_state, d) == "notdir":
+                d = None  # a zip file or the like: zipimport's business
+            if d is None:
+                spec = PathFinder._get_spec(fullname, [entry], target)
+                if spec is None:
+                    continue
+                if spec.loader is not None:
+                    return spec
+                namespace_path.extend(spec.submodule_search_locations or ())
+                continue
+            r = s.need(fullname, s.ctx.find, d, tail)
+            if r is None:
+                continue
+            kind, loader_kind, origin, location = r
+            if kind == "namespace":
+                namespace_path.append(location)
+                continue
+            if s.root:
+                s.prefetch(loader_kind, origin, fullname)
+            loader = _LOADERS[loader_kind](fullname, origin, s)
+            return spec_from_file_location(fullname, origin, loader=loader,
+                                           submodule_search_locations=[location]
+                                           if kind == "package" else None)
+        if namespace_path:
+            spec = ModuleSpec(fullname, None)
+            spec.submodule_search_locations = _bx._NamespacePath(fullname, namespace_path,
+                                                                 PathFinder._get_spec)
+            return spec
+        return None
+
+    def invalidate_caches(self):
+        with self._mpii.lock:
+            self._mpii.ctx.invalidate()
+        PathFinder.invalidate_caches()
+
+    def find_distributions(self, *args, **kwargs):
+        return PathFinder.find_distributions(*args, **kwargs)
+
+
+class _State:
+    """The module's state: the active session, and every context to free at exit."""
+    session = None
+    finder = None
+    pathfinder_index = None
+    contexts = []
+    atexit_registered = False
+    last_stats = None
+
+
+_state = _State()
+
+
+def transports():
+    """Names of the transports compiled into this build; the first is the default."""
+    return _core.transports()
+
+
+def installed():
+    return _state.session is not None
+
+
+def _suffix_table():
+    table = [(s, _core.LOADER_EXTENSION) for s in EXTENSION_SUFFIXES]
+    table += [(s, _core.LOADER_SOURCE) for s in SOURCE_SUFFIXES]
+    table += [(s, _core.LOADER_BYTECODE) for s in BYTECODE_SUFFIXES]
+    return table
+
+
+def _prefixes(config):
+    raw = config["shared_prefixes"]
+    entries = raw.split(":") if raw else [p for p in sys.path if isinstance(p, str)]
+    out = []
+    for p in entries:
+        if p in ("", "."):
+            p = os.getcwd()
+        elif not raw and not os.path.isabs(p):
+            p = os.path.abspath(p)
+        if p:
+            p = p.rstrip("/") or "/"
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def install():
+    """Collective. Puts mpiimport's finder in PathFinder's place at the head of
+    sys.meta_path. Returns True when installed; False (after saying why) when
+    disabled, outside a parallel launcher, or misconfigured."""
+    if _state.session is not None:
+        return True
+    try:
+        config = _core.config()
+    except ValueError as e:
+        _say("%s; importing normally" % e)
+        return False
+    if config["disable"]:
+        return False
+    if not any(v in os.environ for v in _LAUNCHER_VARS):
+        if config["verbose"]:
+            _say("no parallel launcher found (mpirun, srun); importing normally")
+        return False
+    try:
+        ctx = _core.Context(config["transport"] or None, _suffix_table())
+    except (ValueError, _core.Error) as e:
+        _say("%s; importing normally" % e)
+        return False
+    _state.contexts.append(ctx)
+    config["transport_name"] = config["transport"] or transports()[0]
+    session = _Session(ctx, config, _prefixes(config))
+    finder = MpiFinder(session)
+    meta = sys.meta_path
+    index = None
+    for i, f in enumerate(meta):
+        if f is PathFinder:
+            index = i
+            break
+    if index is not None:
+        del meta[index]
+    meta.insert(0, finder)
+    _state.session, _state.finder, _state.pathfinder_index = session, finder, index
+    if not _state.atexit_registered:
+        atexit.register(_at_exit)
+        _state.atexit_registered = True
+    if session.verbose >= 2 and session.root:
+        _say("installed on %d ranks, transport %s, shared prefixes %s"
+             % (session.size, session.transport, ":".join(session.prefixes)))
+    return True
+
+
+def uninstall():
+    """Collective. Ends the session (rank 0's last messages are drained on
+    every rank, this node's staged files removed) and restores PathFinder."""
+    s = _state.session
+    if s is None:
+        return
+    with s.lock:
+        try:
+            sys.meta_path.remove(_state.finder)
+        except ValueError:
+            pass
+        if _state.pathfinder_index is not None and PathFinder not in sys.meta_path:
+            sys.meta_path.insert(min(_state.pathfinder_index, len(sys.meta_path)), PathFinder)
+        error = None
+        try:
+            s.ctx.finish()
+        except _core.Error as e:
+            error = e
+        s.finished = True
+        _state.last_stats = _stats_of(s)
+        _state.session = None
+        _state.finder = None
+    if error is not None:
+        s.warn_once("finish", "ending the session: %s" % error)
+
+
+def _stats_of(s):
+    st = s.ctx.stats()
+    st.update(rank=s.rank, size=s.size, transport=s.transport, stage_root=s.ctx.stage_root)
+    return st
+
+
+def stats():
+    """This rank's counters: time and count for find, read (I/O), broadcast
+    (comm) and load; file-system calls made and answered from memory."""
+    s = _state.session
+    if s is not None:
+        return _stats_of(s)
+    return dict(_state.last_stats) if _state.last_stats else {}
+
+
+def format_stats(st):
+    mib = 1024.0 * 1024.0
+    return "\n".join([
+        "mpiimport: rank %d of %d, transport %s" % (st["rank"], st["size"], st["transport"]),
+        "  find  %6d lookups               %8.3f s" % (st["find_count"], st["find_s"]),
+        "  read  %6d files   %9.2f MiB %8.3f s  (I/O)" % (st["read_count"], st["read_bytes"] / mib, st["read_s"]),
+        "  comm  %6d bcasts  %9.2f MiB %8.3f s" % (st["bcast_count"], st["bcast_bytes"] / mib, st["bcast_s"]),
+        "  load  %6d modules               %8.3f s" % (st["load_count"], st["load_s"]),
+        "  file-system calls: %d made, %d answered from memory; %d fallbacks"
+        % (st["fs_calls"], st["fs_calls_saved"], st["fallbacks"]),
+    ])
+
+
+def _at_exit():
+    s = _state.session
+    if s is not None:
+        uninstall()
+    st = _state.last_stats
+    if st and st.get("rank") == 0 and s is not None and s.verbose >= 1:
+        _say(format_stats(st)[len("mpiimport: "):])
+    # Newest first: a context that did not start the transport's runtime frees
+    # its resources before the one that did finalises it.
+    while _state.contexts:
+        _state.contexts.pop().close()
