@@ -1,0 +1,59 @@
+"""Helpers for the end-to-end tests: run a job script under mpirun with the
+build tree's mpiimport, and compare what each rank saw with a plain import."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JOBS = os.path.join(HERE, "jobs")
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+MPIRUN = os.environ.get("MPIIMPORT_TEST_MPIRUN", "mpirun")
+
+
+def job_env(extra=None):
+    env = dict(os.environ)
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    # Keep the tests' own settings from leaking in from the caller's shell.
+    for k in list(env):
+        if k.startswith("MPIIMPORT_") and k not in ("MPIIMPORT_TRANSPORT", "MPIIMPORT_TEST_MPIRUN",
+                                                   "MPIIMPORT_TEST_BUILD"):
+            del env[k]
+    env.update(extra or {})
+    return env
+
+
+def run_mpi(n, args, extra_env=None, timeout=600, check=True):
+    """mpirun -n n PYTHON args...; returns CompletedProcess (text)."""
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+           "-n", str(n), PYTHON] + list(args)
+    p = subprocess.run(cmd, env=job_env(extra_env), capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("job failed (%d): %s\nstdout:\n%s\nstderr:\n%s"
+                             % (p.returncode, " ".join(cmd), p.stdout[-4000:], p.stderr[-4000:]))
+    return p
+
+
+def run_plain(args, extra_env=None, timeout=600):
+    p = subprocess.run([PYTHON] + list(args), env=job_env(extra_env), capture_output=True,
+                       text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError("plain run failed: %s\n%s" % (p.stdout[-4000:], p.stderr[-4000:]))
+    return p
+
+
+def load_ranks(directory, n):
+    out = []
+    for r in range(n):
+        with open(os.path.join(directory, "rank%d.json" % r)) as f:
+            out.append(json.load(f))
+    return out
+
+
+@pytest.fixture
+def job(request):
+    return os.path.join(JOBS, request.param) if hasattr(request, "param") else JOBS
