@@ -22,6 +22,8 @@ def job_env(extra=None):
         if k.startswith("MPIIMPORT_") and k not in ("MPIIMPORT_TRANSPORT", "MPIIMPORT_TEST_MPIRUN",
                                                    "MPIIMPORT_TEST_BUILD"):
             del env[k]
+    # CPython writes bytecode caches by default; the tests check that rank 0 does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra or {})
     return env
 

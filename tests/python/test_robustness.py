@@ -1,0 +1,56 @@
+"""Bad situations end in a plain import with one clear message, never a hang
+or wrong bytes: ranks importing in different orders, an unknown transport, a
+bad setting, no parallel launcher, disabled by the user."""
+import os
+import time
+
+from conftest import JOBS, load_ranks, run_mpi, run_plain
+
+
+def test_desync_finishes_with_one_warning(tmp_path):
+    t0 = time.monotonic()
+    p = run_mpi(4, [os.path.join(JOBS, "desync.py"), str(tmp_path)],
+                extra_env={"MPIIMPORT_TIMEOUT": "3"}, timeout=300)
+    elapsed = time.monotonic() - t0
+    ranks = load_ranks(str(tmp_path), 4)
+    for r in ranks:
+        assert r["value"] == 48.0
+        assert r["numpy_file"].endswith("numpy/__init__.py")
+    assert ranks[1]["wave"] and not ranks[2]["wave"]
+    # rank 1 waited for 'wave', got rank 0's other messages, timed out once,
+    # imported 'wave' plainly and said so once
+    warnings = [l for l in p.stderr.splitlines() if "mpiimport: rank 1:" in l]
+    assert len(warnings) == 1, p.stderr
+    assert "different order" in warnings[0] or "finished importing" in warnings[0]
+    assert ranks[1]["stats"]["fallbacks"] >= 1
+    for r in (0, 2, 3):
+        assert ranks[r]["stats"]["fallbacks"] == 0, ranks[r]["stats"]
+        assert "mpiimport: rank %d:" % r not in p.stderr
+    # rank 0's own extra import reached the others as a message they kept
+    assert ranks[2]["stats"]["out_of_order"] >= 1
+    assert elapsed < 120
+
+
+def test_unknown_transport_lists_compiled_ones(tmp_path):
+    code = ("import mpiimport, sys; ok = mpiimport.install(); import json; "
+            "print('installed', ok); print(json.__file__)")
+    p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_TRANSPORT": "carrier-pigeon"})
+    assert "installed False" in p.stdout
+    assert "carrier-pigeon" in p.stderr and "compiled: mpi" in p.stderr
+    assert "importing normally" in p.stderr
+
+
+def test_bad_value_is_a_clear_error():
+    code = "import mpiimport; print('installed', mpiimport.install()); import numpy"
+    p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_TIMEOUT": "soon"})
+    assert p.stdout.count("installed False") == 2
+    assert "MPIIMPORT_TIMEOUT='soon'" in p.stderr and "seconds" in p.stderr
+
+
+def test_disabled_and_outside_a_launcher_import_plainly():
+    code = ("import sys, mpiimport; ok = mpiimport.install(); import numpy; "
+            "print(ok, type(sys.meta_path[0]).__name__ != 'MpiFinder')")
+    p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_DISABLE": "1"})
+    assert p.stdout.split("\n").count("False True") == 2
+    p = run_plain(["-c", code])
+    assert p.stdout.strip() == "False True"
