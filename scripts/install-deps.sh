@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs the Debian 12 packages mpiimport builds, tests and
+# demonstrates with (only those missing). Needs root, or sudo.
+set -euo pipefail
+PKGS=(cmake make gcc g++ openmpi-bin libopenmpi-dev libgtest-dev libfuse3-dev fuse3 strace
+      python3-dev python3-numpy python3-scipy python3-mpi4py python3-pytest)
+# Transports beyond mpi need their libraries too.
+case " ${TRANSPORT:-mpi} " in *ofi*) PKGS+=(libfabric-dev libpmix-dev) ;; esac
+case " ${TRANSPORT:-mpi} " in *ucx*) PKGS+=(libucx-dev libpmix-dev) ;; esac
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

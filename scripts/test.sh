@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# test.sh — the project's test command (README, .ci/run): installs what is
+# missing, builds, runs every test (unit, multi-rank, Python end-to-end) with
+# ctest, then builds the core's unit tests with ASan+UBSan and runs them.
+# Exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+unset PYTHONDONTWRITEBYTECODE
+./scripts/build.sh build
+(cd build && ctest --output-on-failure --timeout 900 "$@")
+# Sanitizers: the core and its unit tests, no Python, no MPI runtime.
+CMAKE_ARGS="-DMPIIMPORT_SANITIZE=ON -DMPIIMPORT_BUILD_HOOK=OFF" ./scripts/build.sh build-asan
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   ctest --output-on-failure -L unit)
+echo "test.sh: all tests passed"
