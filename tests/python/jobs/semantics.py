@@ -4,6 +4,7 @@ cache, a sourceless module, a zip on sys.path, resources, misses.
 usage: semantics.py TREE OUTDIR MODE"""
 import importlib
 import importlib.machinery
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
@@ -22,6 +23,8 @@ import pkg
 import pkg.sub
 out["pkg"] = [pkg.__file__, pkg.__path__, pkg.__spec__.origin, pkg.__spec__.cached, pkg.sub.VALUE]
 out["resource"] = importlib.resources.files("pkg").joinpath("data.txt").read_text()
+out["metadata"] = [importlib.metadata.version("numpy"),
+                   sorted(importlib.metadata.distribution("numpy").metadata.keys())[:3]]
 import nspkg.one
 import nspkg.two
 out["nspkg"] = [list(nspkg.__path__), nspkg.__spec__.origin, nspkg.__file__ if hasattr(nspkg, "__file__") else None,
