@@ -371,6 +371,21 @@ static PyObject *Context_receive(ContextObject *self, PyObject *args)
     return PyUnicode_DecodeUTF8(label, (Py_ssize_t)strlen(label), "replace");
 }
 
+/* extension(path): the module's bytes and its $ORIGIN libraries are known. */
+static PyObject *Context_extension(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    NEED_CTX(self);
+    mpii_status st = mpii_context_extension(self->ctx, path);
+    if (st == MPII_ERR_NOTFOUND)
+        Py_RETURN_FALSE;
+    if (st != MPII_OK)
+        return raise_status(self, st, path);
+    Py_RETURN_TRUE;
+}
+
 static PyObject *Context_stage(ContextObject *self, PyObject *args)
 {
     const char *path;
@@ -478,6 +493,7 @@ static PyMethodDef Context_methods[] = {
     {"add_code", (PyCFunction)Context_add_code, METH_VARARGS, "Root: add compiled code."},
     {"flush", (PyCFunction)Context_flush, METH_VARARGS, "Root: broadcast the facts added since the last flush."},
     {"receive", (PyCFunction)Context_receive, METH_VARARGS, "Others: receive the next message."},
+    {"extension", (PyCFunction)Context_extension, METH_VARARGS, "Make an extension module and its bundled libraries known."},
     {"stage", (PyCFunction)Context_stage, METH_VARARGS, "Write a known file to the node-local stage."},
     {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
     {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},

@@ -105,7 +105,15 @@ mpii_status mpii_context_source_code(mpii_context *ctx, const uint8_t magic[4],
                                      mpii_code_kind *kind, const mpii_entry **source,
                                      const mpii_entry **entry);
 
-/* Stages a file whose bytes are known (FILE entry with data) for dlopen. */
+/* Makes the extension module at path known with its bytes, and with it every
+ * bundled library it reaches through a $ORIGIN-relative RPATH/RUNPATH (found
+ * in the listing of that directory), transitively. Root: reads them; others:
+ * MPII_ERR_GAP until received. */
+mpii_status mpii_context_extension(mpii_context *ctx, const char *path);
+
+/* Stages an extension module made known by mpii_context_extension, and its
+ * bundled libraries, at their original layout under this node's stage
+ * directory; staged receives the module's staged path. */
 mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged,
                                size_t staged_cap);
 

@@ -122,6 +122,8 @@ class _Session:
             r = self.ctx.source_code(MAGIC_NUMBER, origin, pyc)
             if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
                 _compile_on_root(self, fullname, origin, pyc, r[2], r[3])
+        elif loader_kind == _core.LOADER_EXTENSION:
+            self.ctx.extension(origin)
         else:
             self.ctx.file(origin, True)
 
@@ -268,10 +270,10 @@ class MpiExtensionLoader(ExtensionFileLoader):
         try:
             with s.lock:
                 try:
-                    r = s.need(spec.name, s.ctx.file, self.path, True)
+                    r = s.need(spec.name, s.ctx.extension, self.path)
                 finally:
                     s.flush(spec.name)
-                if r is None:
+                if not r:
                     raise _Fallback("%s vanished" % self.path)
                 try:
                     staged = s.ctx.stage(self.path)
