@@ -108,6 +108,30 @@ mpii_status mpii_config_load(mpii_config *cfg, mpii_getenv_fn getenv_fn, void *a
             return fail(err, err_cap, "MPIIMPORT_RANKS_PER_NODE='%s': valid values are 0 (real nodes) or a positive integer", v);
         cfg->ranks_per_node = (int)x;
     }
+    cfg->record = 1;
+    if ((v = getenv_fn(arg, "MPIIMPORT_RECORD")) != NULL && !parse_bool(v, &cfg->record))
+        return fail(err, err_cap, "MPIIMPORT_RECORD='%s': valid values are 1, 0, yes, no, true, false, on, off", v);
+    if ((v = getenv_fn(arg, "MPIIMPORT_TRUST_IMAGE")) != NULL && !parse_bool(v, &cfg->trust_image))
+        return fail(err, err_cap, "MPIIMPORT_TRUST_IMAGE='%s': valid values are 1, 0, yes, no, true, false, on, off", v);
+    if ((v = getenv_fn(arg, "MPIIMPORT_CACHE_DIR")) != NULL && v[0] != '\0') {
+        if (v[0] != '/')
+            return fail(err, err_cap, "MPIIMPORT_CACHE_DIR='%s': must be an absolute directory", v);
+        if (!copy_str(cfg->cache_dir, sizeof cfg->cache_dir, v))
+            return fail(err, err_cap, "MPIIMPORT_CACHE_DIR: path too long");
+    } else {
+        const char *xdg = getenv_fn(arg, "XDG_CACHE_HOME"), *home = getenv_fn(arg, "HOME");
+        int n = -1;
+        if (xdg != NULL && xdg[0] == '/')
+            n = snprintf(cfg->cache_dir, sizeof cfg->cache_dir, "%s/mpiimport", xdg);
+        else if (home != NULL && home[0] == '/')
+            n = snprintf(cfg->cache_dir, sizeof cfg->cache_dir, "%s/.cache/mpiimport", home);
+        if (n < 0 || (size_t)n >= sizeof cfg->cache_dir)
+            cfg->cache_dir[0] = '\0'; /* nowhere to record: recording is off */
+    }
+    if ((v = getenv_fn(arg, "MPIIMPORT_IMAGE")) != NULL && v[0] != '\0') {
+        if (!copy_str(cfg->image, sizeof cfg->image, v))
+            return fail(err, err_cap, "MPIIMPORT_IMAGE: path too long");
+    }
     static const char *const job_vars[] = {"SLURM_JOB_ID", "PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"};
     const char *job = "nojob";
     for (size_t i = 0; i < sizeof job_vars / sizeof *job_vars; i++)

@@ -40,6 +40,7 @@ struct mpii_context {
     struct pending_send *sends;
     size_t nsends, sends_cap;
     int ended;      /* non-root: the end marker arrived */
+    int frozen;     /* no more messages either way */
     int finished;
     char stage_root[MPII_PATH_MAX];
     mpii_stage *stage;
@@ -241,10 +242,14 @@ static mpii_status fetch_listing(mpii_context *ctx, const char *dir)
     }
     if (st == MPII_OK && errno != 0)
         st = MPII_ERR_IO;
+    struct stat dsb;
+    int64_t mtime = 0;
+    if (st == MPII_OK && fstat(dirfd(d), &dsb) == 0)
+        mtime = (int64_t)dsb.st_mtim.tv_sec * 1000000000LL + dsb.st_mtim.tv_nsec;
     if (closedir(d) != 0 && st == MPII_OK)
         st = MPII_ERR_IO;
     if (st == MPII_OK)
-        st = mpii_image_add_listing(ctx->known, dir, (const char *const *)names, types, n);
+        st = mpii_image_add_listing_at(ctx->known, dir, (const char *const *)names, types, n, mtime);
     if (st == MPII_OK && ctx->size > 1) {
         const mpii_entry *e = mpii_image_lookup(ctx->known, MPII_ENTRY_LISTING, dir);
         st = e ? mpii_image_add(ctx->outgoing, e) : MPII_ERR_NOTFOUND;
@@ -523,11 +528,15 @@ static mpii_status start_send(mpii_context *ctx, uint8_t *buf, size_t len)
     return st == MPII_ERR_TIMEOUT ? MPII_OK : st;
 }
 
-mpii_status mpii_context_flush(mpii_context *ctx, const char *label)
+static mpii_status flush(mpii_context *ctx, const char *label, int always)
 {
     if (ctx == NULL)
         return MPII_ERR_INVALID;
-    if (ctx->rank != 0 || mpii_image_count(ctx->outgoing) == 0)
+    if (ctx->rank == 0 && ctx->frozen) {
+        mpii_image_clear(ctx->outgoing);
+        return MPII_OK;
+    }
+    if (ctx->rank != 0 || ctx->size == 1 || (!always && mpii_image_count(ctx->outgoing) == 0))
         return MPII_OK;
     if (ctx->finished)
         return MPII_ERR_ENDED;
@@ -541,13 +550,137 @@ mpii_status mpii_context_flush(mpii_context *ctx, const char *label)
     return start_send(ctx, buf, len);
 }
 
+mpii_status mpii_context_flush(mpii_context *ctx, const char *label) { return flush(ctx, label, 0); }
+
+mpii_status mpii_context_flush_always(mpii_context *ctx, const char *label)
+{
+    return flush(ctx, label, 1);
+}
+
+void mpii_context_freeze(mpii_context *ctx)
+{
+    if (ctx != NULL)
+        ctx->frozen = 1;
+}
+
+int mpii_context_frozen(const mpii_context *ctx) { return ctx != NULL && ctx->frozen; }
+
+/* ---- recorded lists and packed images ---- */
+
+static int64_t stat_mtime(const struct stat *sb)
+{
+    return (int64_t)sb->st_mtim.tv_sec * 1000000000LL + sb->st_mtim.tv_nsec;
+}
+
+mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, int trust,
+                                uint64_t *reused, uint64_t *reread)
+{
+    if (ctx == NULL || recorded == NULL || ctx->rank != 0)
+        return MPII_ERR_INVALID;
+    uint64_t n_reused = 0, n_reread = 0;
+    mpii_status st = MPII_OK;
+    for (size_t i = 0; st == MPII_OK && i < mpii_image_count(recorded); i++) {
+        const mpii_entry *e = mpii_image_entry_at(recorded, i);
+        struct stat sb;
+        /* a stat-only entry needs no bytes; one whose bytes were left out does */
+        int have_bytes = e->kind != MPII_ENTRY_FILE || !(e->flags & MPII_FILE_DATA_OMITTED);
+        if (e->kind == MPII_ENTRY_CODE) {
+            /* used only while it matches its source's stat (mpii_context_source_code) */
+            st = record(ctx, e);
+            n_reused++;
+            continue;
+        }
+        int unchanged = 0;
+        if (trust) {
+            unchanged = 1;
+        } else if (e->kind != MPII_ENTRY_MISS) {
+            ctx->stats.fs_calls++;
+            unchanged = stat(e->path, &sb) == 0 && stat_mtime(&sb) == e->mtime_ns &&
+                        (e->kind == MPII_ENTRY_LISTING ? S_ISDIR(sb.st_mode)
+                                                        : S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size);
+        }
+        if (unchanged && (have_bytes || e->kind == MPII_ENTRY_MISS)) {
+            st = record(ctx, e);
+            n_reused++;
+            continue;
+        }
+        n_reread++;
+        switch (e->kind) {
+        case MPII_ENTRY_LISTING:
+            st = fetch_listing(ctx, e->path);
+            break;
+        case MPII_ENTRY_FILE:
+            st = fetch_file(ctx, e->path, !(e->flags & MPII_FILE_STAT_ONLY));
+            break;
+        default: /* MISS: whatever is there now */
+            ctx->stats.fs_calls++;
+            if (stat(e->path, &sb) != 0)
+                st = record_miss(ctx, e->path, e->flags);
+            else if (S_ISDIR(sb.st_mode))
+                st = fetch_listing(ctx, e->path);
+            else if (S_ISREG(sb.st_mode))
+                st = fetch_file(ctx, e->path, 1);
+            else
+                st = record_miss(ctx, e->path, 0);
+            break;
+        }
+    }
+    if (reused != NULL)
+        *reused = n_reused;
+    if (reread != NULL)
+        *reread = n_reread;
+    return st;
+}
+
+size_t mpii_context_source_count(const mpii_context *ctx, const char ***paths)
+{
+    size_t n = 0, total = mpii_image_count(ctx->known);
+    const char **out = malloc((total ? total : 1) * sizeof *out);
+    if (out == NULL) {
+        *paths = NULL;
+        return 0;
+    }
+    for (size_t i = 0; i < total; i++) {
+        const mpii_entry *e = mpii_image_entry_at(ctx->known, i);
+        if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAT_ONLY))
+            out[n++] = e->path;
+    }
+    *paths = out;
+    return n;
+}
+
+mpii_status mpii_context_snapshot(mpii_context *ctx, int with_data, mpii_image **out)
+{
+    if (ctx == NULL || out == NULL)
+        return MPII_ERR_INVALID;
+    mpii_image *img;
+    mpii_status st = mpii_image_create(&img);
+    for (size_t i = 0; st == MPII_OK && i < mpii_image_count(ctx->known); i++) {
+        mpii_entry e = *mpii_image_entry_at(ctx->known, i);
+        if (!with_data && e.kind == MPII_ENTRY_CODE)
+            continue; /* compiled again on replay when still needed */
+        if (!with_data && e.kind == MPII_ENTRY_FILE && !(e.flags & MPII_FILE_STAT_ONLY)) {
+            e.flags |= MPII_FILE_DATA_OMITTED;
+            e.data = NULL;
+            e.data_len = 0;
+        }
+        st = mpii_image_add(img, &e);
+    }
+    if (st != MPII_OK) {
+        mpii_image_destroy(img);
+        return st;
+    }
+    *out = img;
+    return MPII_OK;
+}
+
 mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *label, size_t label_cap)
 {
     if (ctx == NULL || ctx->rank == 0)
         return MPII_ERR_INVALID;
     if (label != NULL && label_cap > 0)
         label[0] = '\0';
-    if (ctx->ended)
+    if (ctx->ended || ctx->frozen)
         return MPII_ERR_ENDED;
     double t0 = now_s();
     mpii_status st;
@@ -724,7 +857,7 @@ mpii_status mpii_context_finish(mpii_context *ctx)
     ctx->finished = 1;
     mpii_status result = MPII_OK, st;
     double timeout = ctx->cfg.timeout_s;
-    if (ctx->size > 1) {
+    if (ctx->size > 1 && !ctx->frozen) {
         if (ctx->rank == 0) {
             ctx->finished = 0;
             st = mpii_context_flush(ctx, "(final)");

@@ -284,6 +284,12 @@ static int name_ref_cmp(const void *a, const void *b)
 mpii_status mpii_image_add_listing(mpii_image *img, const char *dir, const char *const *names,
                                    const mpii_dirent_type *types, size_t count)
 {
+    return mpii_image_add_listing_at(img, dir, names, types, count, 0);
+}
+
+mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const char *const *names,
+                                      const mpii_dirent_type *types, size_t count, int64_t mtime_ns)
+{
     if (dir == NULL || (count > 0 && (names == NULL || types == NULL)))
         return MPII_ERR_INVALID;
     struct name_ref *refs = count ? malloc(count * sizeof *refs) : NULL;
@@ -314,7 +320,7 @@ mpii_status mpii_image_add_listing(mpii_image *img, const char *dir, const char 
         off += 3 + refs[i].len;
     }
     free(refs);
-    mpii_entry e = {MPII_ENTRY_LISTING, 0, dir, strlen(dir), buf, total, 0, 0};
+    mpii_entry e = {MPII_ENTRY_LISTING, 0, dir, strlen(dir), buf, total, mtime_ns, 0};
     mpii_status st = mpii_image_add(img, &e); /* rejects duplicates and bad types */
     free(buf);
     return st;

@@ -33,8 +33,15 @@ mpii_pyc_verdict mpii_pyc_check(const uint8_t magic[4], const uint8_t *pyc, size
     uint32_t flags = le32(pyc + 4);
     if (flags & 0x1u) /* hash-based */
         return (flags & 0x2u) ? MPII_PYC_HASH_CHECKED : MPII_PYC_VALID;
-    /* int(st_mtime): truncation toward zero of the float seconds */
-    int64_t secs = source_mtime_ns / 1000000000;
+    /* int(st_mtime), where st_mtime is os.stat's float: sec + nsec * 1e-9 in
+     * double precision (so .999999999 s can round up to the next second) */
+    int64_t whole = source_mtime_ns / 1000000000, frac = source_mtime_ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        whole -= 1;
+    }
+    double mtime = (double)whole + (double)frac * 1e-9;
+    int64_t secs = (int64_t)mtime;
     if (le32(pyc + 8) != (uint32_t)((uint64_t)secs & 0xFFFFFFFFu))
         return MPII_PYC_STALE;
     if (le32(pyc + 12) != (uint32_t)(source_size & 0xFFFFFFFFu))

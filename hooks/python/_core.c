@@ -60,10 +60,12 @@ static PyObject *core_config(PyObject *module, PyObject *unused)
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
-    return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s}", "disable", cfg.disable ? Py_True : Py_False,
+    return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s,s:s,s:O,s:s,s:O}", "disable", cfg.disable ? Py_True : Py_False,
                          "verbose", cfg.verbose, "transport", cfg.transport, "shared_prefixes",
                          cfg.shared_prefixes, "stage_dir", cfg.stage_dir, "timeout", cfg.timeout_s,
-                         "ranks_per_node", cfg.ranks_per_node, "job_id", cfg.job_id);
+                         "ranks_per_node", cfg.ranks_per_node, "job_id", cfg.job_id,
+                         "cache_dir", cfg.cache_dir, "record", cfg.record ? Py_True : Py_False,
+                         "image", cfg.image, "trust_image", cfg.trust_image ? Py_True : Py_False);
 }
 
 /* transports() -> tuple of compiled transport names, default first. */
@@ -342,12 +344,13 @@ static PyObject *Context_add_code(ContextObject *self, PyObject *args)
 static PyObject *Context_flush(ContextObject *self, PyObject *args)
 {
     const char *label = NULL;
-    if (!PyArg_ParseTuple(args, "|z", &label))
+    int always = 0;
+    if (!PyArg_ParseTuple(args, "|zp", &label, &always))
         return NULL;
     NEED_CTX(self);
     mpii_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = mpii_context_flush(self->ctx, label);
+    st = always ? mpii_context_flush_always(self->ctx, label) : mpii_context_flush(self->ctx, label);
     Py_END_ALLOW_THREADS
     if (st != MPII_OK)
         return raise_status(self, st, "broadcast");
@@ -400,6 +403,87 @@ static PyObject *Context_stage(ContextObject *self, PyObject *args)
     if (st != MPII_OK)
         return raise_status(self, st, path);
     return PyUnicode_DecodeFSDefault(staged);
+}
+
+static PyObject *Context_freeze(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    mpii_context_freeze(self->ctx);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_get_frozen(ContextObject *self, void *c)
+{
+    (void)c;
+    NEED_CTX(self);
+    return PyBool_FromLong(mpii_context_frozen(self->ctx));
+}
+
+/* replay(path, trust) -> (reused, reread): a recorded list or packed image. */
+static PyObject *Context_replay(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    int trust = 0;
+    if (!PyArg_ParseTuple(args, "s|p", &path, &trust))
+        return NULL;
+    NEED_CTX(self);
+    mpii_image *img = NULL;
+    mpii_status st;
+    uint64_t reused = 0, reread = 0;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_image_read_file(path, &img, NULL, 0);
+    if (st == MPII_OK)
+        st = mpii_context_replay(self->ctx, img, trust, &reused, &reread);
+    Py_END_ALLOW_THREADS
+    mpii_image_destroy(img);
+    if (st == MPII_ERR_NOTFOUND)
+        Py_RETURN_NONE;
+    if (st != MPII_OK)
+        return raise_status(self, st, path);
+    return Py_BuildValue("(KK)", (unsigned long long)reused, (unsigned long long)reread);
+}
+
+/* save(path, with_data, label): the knowledge to a file, atomically. */
+static PyObject *Context_save(ContextObject *self, PyObject *args)
+{
+    const char *path, *label = NULL;
+    int with_data = 0;
+    if (!PyArg_ParseTuple(args, "sp|z", &path, &with_data, &label))
+        return NULL;
+    NEED_CTX(self);
+    mpii_image *img = NULL;
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_context_snapshot(self->ctx, with_data, &img);
+    if (st == MPII_OK)
+        st = mpii_image_write_file(img, path, label);
+    Py_END_ALLOW_THREADS
+    mpii_image_destroy(img);
+    if (st != MPII_OK)
+        return raise_status(self, st, path);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_sources(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    const char **paths = NULL;
+    size_t n = mpii_context_source_count(self->ctx, &paths);
+    if (paths == NULL)
+        return PyErr_NoMemory();
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        PyObject *s = PyUnicode_DecodeFSDefault(paths[i]);
+        if (s == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    free(paths);
+    return list;
 }
 
 static PyObject *Context_invalidate(ContextObject *self, PyObject *unused)
@@ -495,6 +579,10 @@ static PyMethodDef Context_methods[] = {
     {"receive", (PyCFunction)Context_receive, METH_VARARGS, "Others: receive the next message."},
     {"extension", (PyCFunction)Context_extension, METH_VARARGS, "Make an extension module and its bundled libraries known."},
     {"stage", (PyCFunction)Context_stage, METH_VARARGS, "Write a known file to the node-local stage."},
+    {"freeze", (PyCFunction)Context_freeze, METH_NOARGS, "No more messages either way."},
+    {"replay", (PyCFunction)Context_replay, METH_VARARGS, "Root: take in a recorded list or packed image file."},
+    {"save", (PyCFunction)Context_save, METH_VARARGS, "Write the knowledge to a file atomically."},
+    {"sources", (PyCFunction)Context_sources, METH_NOARGS, "Paths known by stat only (module sources)."},
     {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
     {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},
     {"close", (PyCFunction)Context_close, METH_NOARGS, "Free the context and its transport."},
@@ -505,6 +593,7 @@ static PyMethodDef Context_methods[] = {
 static PyGetSetDef Context_getset[] = {
     {"rank", (getter)Context_get_rank, NULL, "this rank", NULL},
     {"size", (getter)Context_get_size, NULL, "number of ranks", NULL},
+    {"frozen", (getter)Context_get_frozen, NULL, "no more messages", NULL},
     {"stage_root", (getter)Context_get_stage_root, NULL, "this node's stage directory", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
@@ -520,7 +609,41 @@ static PyType_Slot Context_slots[] = {
 static PyType_Spec Context_spec = {"mpiimport._core.Context", sizeof(ContextObject), 0,
                                    Py_TPFLAGS_DEFAULT, Context_slots};
 
+/* read_image(path) -> (label, [(kind, flags, path, data_len, size, mtime_ns), ...]) */
+static PyObject *core_read_image(PyObject *module, PyObject *args)
+{
+    core_state *state = get_state(module);
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    mpii_image *img = NULL;
+    char label[MPII_IMAGE_LABEL_MAX + 1] = "";
+    mpii_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpii_image_read_file(path, &img, label, sizeof label);
+    Py_END_ALLOW_THREADS
+    if (st != MPII_OK) {
+        PyErr_Format(state->Error, "%s: %s", path, mpii_strerror(st));
+        return NULL;
+    }
+    static const char *const kinds[] = {"?", "file", "listing", "miss", "code"};
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; list != NULL && i < mpii_image_count(img); i++) {
+        const mpii_entry *e = mpii_image_entry_at(img, i);
+        PyObject *t = Py_BuildValue("(sIsnKL)", kinds[e->kind <= 4 ? e->kind : 0], (unsigned)e->flags, e->path,
+                                    (Py_ssize_t)e->data_len, (unsigned long long)e->size, (long long)e->mtime_ns);
+        if (t == NULL || PyList_Append(list, t) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(t);
+    }
+    mpii_image_destroy(img);
+    if (list == NULL)
+        return NULL;
+    return Py_BuildValue("(sN)", label, list);
+}
+
 static PyMethodDef core_methods[] = {
+    {"read_image", core_read_image, METH_VARARGS, "The entries of an image file."},
     {"config", core_config, METH_NOARGS, "The MPIIMPORT_* settings, parsed."},
     {"transports", core_transports, METH_NOARGS, "Names of the compiled transports, default first."},
     {NULL, NULL, 0, NULL}};
@@ -546,7 +669,9 @@ static int core_exec(PyObject *m)
         return -1;
     }
     Py_DECREF(type);
-    if (PyModule_AddIntConstant(m, "LOADER_EXTENSION", MPII_LOADER_EXTENSION) < 0 ||
+    if (PyModule_AddIntConstant(m, "FILE_STAT_ONLY", MPII_FILE_STAT_ONLY) < 0 ||
+        PyModule_AddIntConstant(m, "FILE_DATA_OMITTED", MPII_FILE_DATA_OMITTED) < 0 ||
+        PyModule_AddIntConstant(m, "LOADER_EXTENSION", MPII_LOADER_EXTENSION) < 0 ||
         PyModule_AddIntConstant(m, "LOADER_SOURCE", MPII_LOADER_SOURCE) < 0 ||
         PyModule_AddIntConstant(m, "LOADER_BYTECODE", MPII_LOADER_BYTECODE) < 0 ||
         PyModule_AddIntConstant(m, "CODE_PYC", MPII_CODE_PYC) < 0 ||

@@ -23,6 +23,10 @@ typedef struct mpii_config {
     char stage_dir[MPII_CONFIG_STR_MAX];  /* MPIIMPORT_STAGE_DIR, default /dev/shm */
     double timeout_s;                     /* MPIIMPORT_TIMEOUT, seconds, default 30 */
     int ranks_per_node;                   /* MPIIMPORT_RANKS_PER_NODE, 0 = real grouping */
+    char cache_dir[MPII_CONFIG_STR_MAX]; /* MPIIMPORT_CACHE_DIR, "" = $XDG_CACHE_HOME/mpiimport or ~/.cache/mpiimport */
+    int record;                           /* MPIIMPORT_RECORD=0 disables recorded lists (default 1) */
+    char image[MPII_CONFIG_STR_MAX];      /* MPIIMPORT_IMAGE: a packed image to broadcast at install */
+    int trust_image;                      /* MPIIMPORT_TRUST_IMAGE=1: skip the staleness checks */
     char job_id[64];                      /* from SLURM_JOB_ID, PMIX_NAMESPACE or OMPI_MCA_ess_base_jobid */
 } mpii_config;
 

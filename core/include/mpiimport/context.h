@@ -87,6 +87,32 @@ mpii_status mpii_context_flush(mpii_context *ctx, const char *label);
  * nothing yet (still pending); MPII_ERR_ENDED: the root has finished. */
 mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *label,
                                  size_t label_cap);
+/* Root: like mpii_context_flush, but sends even an empty message (so the
+ * other ranks, which wait for exactly one, learn the session's mode). */
+mpii_status mpii_context_flush_always(mpii_context *ctx, const char *label);
+
+/* No message will be sent or received any more: the root stops broadcasting
+ * (what it reads serves itself and is recorded), the others answer only from
+ * what they have; the end of the session needs no drain. */
+void mpii_context_freeze(mpii_context *ctx);
+int mpii_context_frozen(const mpii_context *ctx);
+
+/* Root: takes in a recorded list or a packed image. An entry that carries
+ * bytes is used as it is when trust is set or when its file's size and mtime
+ * (a listing: its directory's mtime) are unchanged, one stat each; anything
+ * else is read afresh (a vanished file becomes a miss). Facts go to the
+ * knowledge and the outgoing message. Counts go to *reused and *reread. */
+mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, int trust,
+                                uint64_t *reused, uint64_t *reread);
+
+/* A copy of the knowledge; with_data = 0 leaves out file and code bytes
+ * (FILE entries flagged MPII_FILE_DATA_OMITTED): a recorded list. */
+mpii_status mpii_context_snapshot(mpii_context *ctx, int with_data, mpii_image **out);
+
+/* The files known by their stat only (module sources): *paths is a malloc'd
+ * array (free() it) of pointers valid until the knowledge changes. */
+size_t mpii_context_source_count(const mpii_context *ctx, const char ***paths);
+
 /* Forgets every fact (importlib.invalidate_caches()). */
 void mpii_context_invalidate(mpii_context *ctx);
 

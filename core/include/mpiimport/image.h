@@ -45,6 +45,9 @@ typedef enum mpii_entry_kind {
 
 /* FILE: only the stat is carried, not the bytes. */
 #define MPII_FILE_STAT_ONLY 0x1u
+/* FILE: the bytes were left out of this copy (a recorded list), though the
+ * fact was about the file's contents: read them again when replaying. */
+#define MPII_FILE_DATA_OMITTED 0x4u
 /* MISS: the path exists but is not a directory (a zip file on sys.path, say). */
 #define MPII_MISS_NOT_DIR 0x2u
 
@@ -82,6 +85,19 @@ mpii_status mpii_image_add_code(mpii_image *image, const char *source_path, cons
 /* names[i] with types[i]; need not be sorted, duplicates are an error. */
 mpii_status mpii_image_add_listing(mpii_image *image, const char *dir, const char *const *names,
                                    const mpii_dirent_type *types, size_t count);
+
+/* As mpii_image_add_listing, with the directory's mtime recorded. */
+mpii_status mpii_image_add_listing_at(mpii_image *image, const char *dir, const char *const *names,
+                                      const mpii_dirent_type *types, size_t count,
+                                      int64_t mtime_ns);
+
+/* Reads and parses a whole image file (see mpii_image_parse). */
+mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label,
+                                 size_t label_cap);
+/* Writes the image to path atomically: a unique temporary file in the same
+ * directory, flushed, then renamed over path. A job killed meanwhile leaves
+ * the old file or none, never a partial one. */
+mpii_status mpii_image_write_file(const mpii_image *image, const char *path, const char *label);
 
 /* The entry of this kind at this path, or NULL. Valid until the image changes. */
 const mpii_entry *mpii_image_lookup(const mpii_image *image, mpii_entry_kind kind,

@@ -37,6 +37,10 @@ class _Fallback(Exception):
     """This request goes to Python's own import machinery."""
 
 
+class _Quiet(_Fallback):
+    """A fallback that is expected (a module outside a replayed image): counted, not warned."""
+
+
 def _say(msg):
     sys.stderr.write("mpiimport: %s\n" % msg)
     sys.stderr.flush()
@@ -57,6 +61,10 @@ class _Session:
         self.warned = set()
         self.finished = False
         self.transport = config["transport_name"]
+        self.config = config
+        self.frozen = False          # replaying an image: no collective after install()
+        self.list_path = None        # where rank 0 records this job's list at exit
+        self.replay = None           # (source, reused, reread) when an image was replayed
 
     def warn_once(self, key, msg):
         if key not in self.warned:
@@ -75,7 +83,7 @@ class _Session:
         else:
             d = entry
         probe = d.rstrip("/") + "/"
-        for p in self.prefixes:
+        for p in self.prefixes if self.prefixes is not None else _path_prefixes():
             if probe.startswith(p if p.endswith("/") else p + "/"):
                 return d
         return None
@@ -86,7 +94,10 @@ class _Session:
             try:
                 return fn(*args)
             except _core.Gap:
-                pass
+                if self.frozen:
+                    # not in the image: this rank imports it itself, no collective
+                    self.ctx.count("out_of_order")
+                    raise _Quiet("%r is not in the image" % (request,)) from None
             try:
                 label = self.ctx.receive(self.timeout)
             except _core.Timeout:
@@ -112,6 +123,8 @@ class _Session:
 
     def fallback(self, request, why):
         self.ctx.count("fallbacks")
+        if why.endswith("is not in the image"):
+            return
         self.warn_once("fallback", "%s; importing it normally (further fallbacks are silent, "
                        "see mpiimport.stats())" % why)
 
@@ -145,8 +158,7 @@ def _compile_on_root(session, fullname, source_path, pyc_path, mtime_ns, size):
                                          dont_inherit=True, optimize=-1)
     session.ctx.add_code(source_path, marshal.dumps(code), mtime_ns, size)
     if not sys.dont_write_bytecode and pyc_path is not None:
-        mtime = mtime_ns // 1_000_000_000
-        data = _bx._code_to_timestamp_pyc(code, mtime, size)
+        data = _bx._code_to_timestamp_pyc(code, int(_stat_mtime(mtime_ns)), size)
         try:
             _bx.SourceFileLoader(fullname, source_path)._cache_bytecode(source_path, pyc_path, data)
         except (NotImplementedError, OSError):
@@ -408,23 +420,118 @@ def _suffix_table():
     return table
 
 
-def _prefixes(config):
-    raw = config["shared_prefixes"]
-    entries = raw.split(":") if raw else [p for p in sys.path if isinstance(p, str)]
+def _normalise(entries):
     out = []
     for p in entries:
+        if not isinstance(p, str):
+            continue
         if p in ("", "."):
             p = os.getcwd()
-        elif not raw and not os.path.isabs(p):
+        elif not os.path.isabs(p):
             p = os.path.abspath(p)
-        if p:
-            p = p.rstrip("/") or "/"
-            if p not in out:
-                out.append(p)
+        p = p.rstrip("/") or "/"
+        if p not in out:
+            out.append(p)
     return out
 
 
-def install():
+_path_cache = [None, ()]
+
+
+def _path_prefixes():
+    """The default shared prefixes: sys.path's entries as they are now (site
+    initialisation may still be adding to it when the site hook installs)."""
+    key = tuple(sys.path)
+    if _path_cache[0] != key:
+        _path_cache[0], _path_cache[1] = key, _normalise(key)
+    return _path_cache[1]
+
+
+def _prefixes(config):
+    """MPIIMPORT_SHARED_PREFIXES, or None: every sys.path entry at lookup time."""
+    raw = config["shared_prefixes"]
+    return _normalise([p for p in raw.split(":") if p]) if raw else None
+
+
+def _cache_key():
+    """What a recorded list is for: the interpreter, its path and the program."""
+    import hashlib
+    main = sys.modules.get("__main__")
+    program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
+    key = repr((sys.executable, sys.version, sys.flags.optimize, list(sys.path), program,
+                sys.argv[0] if sys.argv else ""))
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _compile_stale_sources(session):
+    """Rank 0, after a replay: code for every source whose cache is not valid."""
+    for src in session.ctx.sources():
+        if not src.endswith(tuple(SOURCE_SUFFIXES)):
+            continue
+        pyc = _pyc_path(src)
+        r = session.ctx.source_code(MAGIC_NUMBER, src, pyc)
+        if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
+            name = os.path.splitext(os.path.basename(src))[0]
+            try:
+                _compile_on_root(session, name, src, pyc, r[2], r[3])
+            except (SyntaxError, ValueError, OSError):
+                pass  # importing it will raise what a plain import raises
+
+
+def _start_session(s):
+    """Collective: rank 0 replays a packed image (MPIIMPORT_IMAGE) or the list
+    recorded by an earlier run of the same program, and sends it as ONE
+    message; from then on no collective is needed. Without either, imports
+    are served one broadcast each (and recorded for the next run)."""
+    cfg = s.config
+    if cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
+        s.list_path = os.path.join(cfg["cache_dir"], _cache_key() + ".mpiilist")
+    if s.root:
+        source = cfg["image"] or s.list_path
+        replayed = None
+        if source:
+            try:
+                replayed = s.ctx.replay(source, bool(cfg["image"] and cfg["trust_image"]))
+                if replayed is not None:
+                    s.ctx.count("fs_calls", 4)  # open, fstat, read, close of the image
+            except _core.Error as e:
+                what = "image MPIIMPORT_IMAGE=%s" % source if cfg["image"] else "recorded list %s" % source
+                _say("%s refused (%s); importing without it" % (what, e))
+            if replayed is None and cfg["image"]:
+                _say("image MPIIMPORT_IMAGE=%s not found; importing without it" % source)
+        if replayed is not None:
+            _compile_stale_sources(s)
+            s.replay = (source,) + tuple(replayed)
+        try:
+            s.ctx.flush("replay" if replayed is not None else "lockstep", True)
+        except _core.Error as e:
+            s.warn_once("flush", "broadcast failed (%s)" % e)
+        if replayed is not None:
+            s.ctx.freeze()
+            s.frozen = True
+    elif s.size > 1:
+        try:
+            label = s.ctx.receive(s.timeout)
+        except _core.Error as e:
+            label = None
+            s.warn_once("start", "no start message from rank 0 (%s)" % e)
+        if label == "replay":
+            s.ctx.freeze()
+            s.frozen = True
+
+
+def _record(s):
+    """Rank 0, at the end: the list of what it served, for the next run."""
+    if not (s.root and s.list_path):
+        return
+    try:
+        os.makedirs(os.path.dirname(s.list_path), mode=0o700, exist_ok=True)
+        s.ctx.save(s.list_path, False, "recorded list")
+    except (OSError, _core.Error) as e:
+        s.warn_once("record", "cannot record the import list in %s (%s)" % (s.list_path, e))
+
+
+def install(_transport=None):
     """Collective. Puts mpiimport's finder in PathFinder's place at the head of
     sys.meta_path. Returns True when installed; False (after saying why) when
     disabled, outside a parallel launcher, or misconfigured."""
@@ -435,9 +542,11 @@ def install():
     except ValueError as e:
         _say("%s; importing normally" % e)
         return False
+    if _transport is not None:  # python3 -m mpiimport pack: one process, nothing recorded
+        config.update(transport=_transport, record=False, image="", disable=False)
     if config["disable"]:
         return False
-    if not any(v in os.environ for v in _LAUNCHER_VARS):
+    if _transport is None and not any(v in os.environ for v in _LAUNCHER_VARS):
         if config["verbose"]:
             _say("no parallel launcher found (mpirun, srun); importing normally")
         return False
@@ -449,6 +558,7 @@ def install():
     _state.contexts.append(ctx)
     config["transport_name"] = config["transport"] or transports()[0]
     session = _Session(ctx, config, _prefixes(config))
+    _start_session(session)
     finder = MpiFinder(session)
     meta = sys.meta_path
     index = None
@@ -465,7 +575,8 @@ def install():
         _state.atexit_registered = True
     if session.verbose >= 2 and session.root:
         _say("installed on %d ranks, transport %s, shared prefixes %s"
-             % (session.size, session.transport, ":".join(session.prefixes)))
+             % (session.size, session.transport,
+                ":".join(session.prefixes) if session.prefixes is not None else "sys.path"))
     return True
 
 
@@ -483,6 +594,7 @@ def uninstall():
         if _state.pathfinder_index is not None and PathFinder not in sys.meta_path:
             sys.meta_path.insert(min(_state.pathfinder_index, len(sys.meta_path)), PathFinder)
         error = None
+        _record(s)
         try:
             s.ctx.finish()
         except _core.Error as e:
@@ -497,7 +609,8 @@ def uninstall():
 
 def _stats_of(s):
     st = s.ctx.stats()
-    st.update(rank=s.rank, size=s.size, transport=s.transport, stage_root=s.ctx.stage_root)
+    st.update(rank=s.rank, size=s.size, transport=s.transport, stage_root=s.ctx.stage_root,
+              replayed=s.frozen, replay=s.replay, list_path=s.list_path)
     return st
 
 

@@ -1,0 +1,88 @@
+"""python3 -m mpiimport — pack an application's imports into one image file,
+or show what an image holds.
+
+    python3 -m mpiimport pack -o app.mpii [--] app.py [args...]
+        Runs app.py once, in this one process, with mpiimport installed, and
+        writes every file, listing, miss and compiled code object it served to
+        app.mpii. Then: MPIIMPORT_IMAGE=app.mpii mpirun ... python3 app.py
+        (rank 0 reads that one file, checks it against the originals unless
+        MPIIMPORT_TRUST_IMAGE=1, and broadcasts it once).
+    python3 -m mpiimport show app.mpii [--all]
+        Lists the entries of an image (or of a recorded list) and their sizes.
+"""
+import argparse
+import os
+import runpy
+import sys
+
+from . import _core, _hook
+
+
+def _pack(args):
+    if not args.program:
+        sys.exit("mpiimport pack: name the program to run: pack -o OUT -- app.py [args]")
+    script = os.path.abspath(args.program[0])
+    if not os.path.isfile(script):
+        sys.exit("mpiimport pack: %s: no such file" % args.program[0])
+    sys.argv[:] = [script] + args.program[1:]
+    sys.path[0] = os.path.dirname(script)
+    if not _hook.install(_transport="self"):
+        sys.exit("mpiimport pack: could not start (see above)")
+    session = _hook._state.session
+    status = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    try:
+        session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
+    except _core.Error as e:
+        sys.exit("mpiimport pack: cannot write %s: %s" % (args.output, e))
+    st = session.ctx.stats()
+    sys.stderr.write("mpiimport pack: %s: %d files read (%.1f MiB) for %s\n"
+                     % (args.output, st["read_count"], st["read_bytes"] / 1048576.0, script))
+    return status
+
+
+def _show(args):
+    try:
+        label, entries = _core.read_image(args.image)
+    except _core.Error as e:
+        sys.exit("mpiimport show: %s" % e)
+    totals = {}
+    for kind, flags, path, data_len, size, mtime in entries:
+        n, b = totals.get(kind, (0, 0))
+        totals[kind] = (n + 1, b + data_len)
+    print("%s: %s, %d entries, %.2f MiB of data, format version %d"
+          % (args.image, label or "image", len(entries), sum(b for _, b in totals.values()) / 1048576.0, 1))
+    for kind in ("file", "code", "listing", "miss"):
+        if kind in totals:
+            print("  %-8s %6d  %10d bytes" % (kind, totals[kind][0], totals[kind][1]))
+    if args.all:
+        for kind, flags, path, data_len, size, mtime in entries:
+            note = " (stat only)" if flags & _core.FILE_STAT_ONLY else (
+                " (bytes not stored)" if flags & _core.FILE_DATA_OMITTED else "")
+            print("  %-8s %10d  %s%s" % (kind, data_len, path, note))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m mpiimport", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pk = sub.add_parser("pack", help="run a program once and write its imports to an image")
+    pk.add_argument("-o", "--output", required=True)
+    pk.add_argument("program", nargs=argparse.REMAINDER)
+    sh = sub.add_parser("show", help="list an image's entries")
+    sh.add_argument("image")
+    sh.add_argument("--all", action="store_true")
+    args = p.parse_args(argv)
+    if args.command == "pack":
+        if args.program and args.program[0] == "--":
+            args.program = args.program[1:]
+        return _pack(args)
+    return _show(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
