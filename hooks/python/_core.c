@@ -261,6 +261,37 @@ static PyObject *Context_dir_state(ContextObject *self, PyObject *args)
     return PyUnicode_FromString(e ? "dir" : (flags & MPII_MISS_NOT_DIR) ? "notdir" : "missing");
 }
 
+/* listdir(dir) -> list of names, or None when dir is not a directory */
+static PyObject *Context_listdir(ContextObject *self, PyObject *args)
+{
+    const char *dir;
+    if (!PyArg_ParseTuple(args, "s", &dir))
+        return NULL;
+    NEED_CTX(self);
+    const mpii_entry *e = NULL;
+    mpii_status st = mpii_context_listing(self->ctx, dir, &e, NULL);
+    if (st != MPII_OK)
+        return raise_status(self, st, dir);
+    if (e == NULL)
+        Py_RETURN_NONE;
+    size_t n = mpii_listing_count(e);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const char *name;
+        size_t len;
+        mpii_dirent_type type;
+        PyObject *s = NULL;
+        if (mpii_listing_at(e, i, &name, &len, &type) == MPII_OK)
+            s = PyUnicode_DecodeFSDefaultAndSize(name, (Py_ssize_t)len);
+        if (s == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    return list;
+}
+
 static PyObject *entry_tuple(const mpii_entry *e)
 {
     if (e == NULL)
@@ -570,6 +601,7 @@ static PyObject *Context_stats(ContextObject *self, PyObject *unused)
 
 static PyMethodDef Context_methods[] = {
     {"find", (PyCFunction)Context_find, METH_VARARGS, "FileFinder's decision for (dir, name)."},
+    {"listdir", (PyCFunction)Context_listdir, METH_VARARGS, "A directory's names, or None."},
     {"dir_state", (PyCFunction)Context_dir_state, METH_VARARGS, "'dir', 'missing' or 'notdir'."},
     {"file", (PyCFunction)Context_file, METH_VARARGS, "A file's (bytes, mtime_ns, size), or None."},
     {"known", (PyCFunction)Context_known, METH_VARARGS, "A file from knowledge only, or None."},
