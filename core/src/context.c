@@ -110,6 +110,14 @@ static mpii_status bcast_ctrl(mpii_context *ctx, uint8_t msg[CTRL_SIZE])
     return MPII_OK;
 }
 
+/* The application shuts the runtime down before our exit handler: end the
+ * session now, while broadcasts and barriers still work. */
+static void finish_hook(void *arg)
+{
+    mpii_status st = mpii_context_finish(arg);
+    (void)st; /* nobody to tell: the next finish() call reports OK */
+}
+
 mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops *ops,
                                 mpii_context **out, char *err, size_t err_cap)
 {
@@ -127,7 +135,9 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
         mpii_context_destroy(ctx);
         return st;
     }
-    mpii_transport_options opt = {.ranks_per_node = cfg->ranks_per_node};
+    mpii_transport_options opt = {.ranks_per_node = cfg->ranks_per_node,
+                                  .before_finalize = finish_hook,
+                                  .before_finalize_arg = ctx};
     st = ops->init(&opt, &ctx->transport, err, err_cap);
     if (st != MPII_OK) {
         ctx->transport = NULL;

@@ -75,3 +75,14 @@ def test_full_stage_falls_back_to_plain_load(tmp_path):
         assert p.stderr.count("mpiimport: rank 0:") == 1 and p.stderr.count("mpiimport: rank 1:") == 1
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_application_finalizes_mpi_itself():
+    """mpi4py's MPI.Finalize() before exit: the session ends inside it (an
+    MPI_COMM_SELF attribute callback), cleanly, with the stage removed."""
+    code = ("import mpiimport, os; assert mpiimport.install(); import numpy; from mpi4py import MPI; "
+            "root = mpiimport.stats()['stage_root']; MPI.COMM_WORLD.Barrier(); MPI.Finalize(); "
+            "print('gone', not os.path.exists(root))")
+    p = run_mpi(3, ["-c", code], extra_env={"MPIIMPORT_TIMEOUT": "20"})
+    assert p.stdout.count("gone True") == 3, p.stdout + p.stderr
+    assert "mpiimport:" not in p.stderr, p.stderr

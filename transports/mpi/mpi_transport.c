@@ -105,7 +105,26 @@ struct mpii_transport {
     int thread_level;
     struct mpii_bcast_req *unposted_head; /* oldest request not yet MPII_POST_ALL */
     struct mpii_bcast_req *unposted_tail;
+    int self_keyval;                      /* attribute on MPI_COMM_SELF, or MPI_KEYVAL_INVALID */
+    void (*before_finalize)(void *arg);   /* run when MPI_Finalize starts under us */
+    void *before_finalize_arg;
+    int finalizing;                       /* we are finalising: the hook has nothing to do */
 };
+
+/* MPI_Finalize deletes MPI_COMM_SELF's attributes before anything else: the
+ * standard place to end a session while MPI still works. */
+static int on_self_delete(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    (void)comm;
+    (void)keyval;
+    (void)extra;
+    mpii_transport *t = attr;
+    if (t != NULL && !t->finalizing && t->before_finalize != NULL) {
+        t->finalizing = 1;
+        t->before_finalize(t->before_finalize_arg);
+    }
+    return MPI_SUCCESS;
+}
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -267,6 +286,7 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
     t->bcast_comm = MPI_COMM_NULL;
     t->ctl_comm = MPI_COMM_NULL;
     t->node_comm = MPI_COMM_NULL;
+    t->self_keyval = MPI_KEYVAL_INVALID;
 
     if (!initialised) {
         rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &t->thread_level);
@@ -316,6 +336,17 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
     }
     if (node_grouping(t, ranks_per_node, err, err_cap) != MPI_SUCCESS)
         goto fail;
+    if (options != NULL && options->before_finalize != NULL) {
+        t->before_finalize = options->before_finalize;
+        t->before_finalize_arg = options->before_finalize_arg;
+        rc = MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_self_delete, &t->self_keyval, NULL);
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Comm_set_attr(MPI_COMM_SELF, t->self_keyval, t);
+        if (rc != MPI_SUCCESS) {
+            set_mpi_err(err, err_cap, "mpi transport: MPI_COMM_SELF finalize hook", rc);
+            goto fail;
+        }
+    }
 
     *out = t;
     return MPII_OK;
@@ -336,6 +367,11 @@ static void mpi_finalize(mpii_transport *t)
     if (MPI_Finalized(&finalised) != MPI_SUCCESS)
         finalised = 1; /* cannot tell: touch nothing more of MPI */
     if (!finalised) {
+        if (t->self_keyval != MPI_KEYVAL_INVALID) {
+            t->finalizing = 1;
+            (void)MPI_Comm_delete_attr(MPI_COMM_SELF, t->self_keyval);
+            (void)MPI_Comm_free_keyval(&t->self_keyval);
+        }
         free_comm(&t->node_comm);
         free_comm(&t->ctl_comm);
         free_comm(&t->bcast_comm);
@@ -457,9 +493,19 @@ static void free_req(struct mpii_bcast_req *req)
     free(req);
 }
 
+/* After MPI_Finalize (an application may call it before our exit handler
+ * runs) no MPI call is allowed: every operation reports a transport error. */
+static int mpi_gone(void)
+{
+    int finalised = 0;
+    return MPI_Finalized(&finalised) != MPI_SUCCESS || finalised;
+}
+
 static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
                                    mpii_bcast_req **out)
 {
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
     if (t == NULL || out == NULL || root < 0 || root >= t->size)
         return MPII_ERR_INVALID;
     *out = NULL;
@@ -535,6 +581,8 @@ static mpii_status test_pieces(struct mpii_bcast_req *req, int *done)
 static mpii_status mpi_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
                                   void **buf, size_t *len)
 {
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
     if (t == NULL || req == NULL)
         return MPII_ERR_INVALID;
     double started = now_seconds();
@@ -587,6 +635,8 @@ static mpii_status ibarrier_wait(MPI_Comm comm, double timeout_s)
 
 static mpii_status mpi_barrier(mpii_transport *t, double timeout_s)
 {
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
     if (t == NULL)
         return MPII_ERR_INVALID;
     return ibarrier_wait(t->ctl_comm, timeout_s);
@@ -594,6 +644,8 @@ static mpii_status mpi_barrier(mpii_transport *t, double timeout_s)
 
 static mpii_status mpi_node_barrier(mpii_transport *t, double timeout_s)
 {
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
     if (t == NULL)
         return MPII_ERR_INVALID;
     return ibarrier_wait(t->node_comm, timeout_s);

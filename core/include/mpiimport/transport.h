@@ -27,6 +27,11 @@ typedef struct mpii_transport_options {
     /* > 0: group ranks into simulated nodes of this many consecutive ranks
      * instead of the real node grouping (for tests on one machine). */
     int ranks_per_node;
+    /* Called once if the runtime is shut down under us (an application that
+     * finalises MPI itself), while the transport still works, so that the
+     * session can end cleanly first. May be NULL. */
+    void (*before_finalize)(void *arg);
+    void *before_finalize_arg;
 } mpii_transport_options;
 
 typedef struct mpii_node_info {
