@@ -568,6 +568,8 @@ static PyObject *Context_count(ContextObject *self, PyObject *args)
         s->fallbacks += n;
     } else if (strcmp(name, "out_of_order") == 0) {
         s->out_of_order += n;
+    } else if (strcmp(name, "image_misses") == 0) {
+        s->image_misses += n;
     } else if (strcmp(name, "fs_calls") == 0) {
         s->fs_calls += n;
     } else if (strcmp(name, "find") == 0) {
@@ -585,7 +587,7 @@ static PyObject *Context_stats(ContextObject *self, PyObject *unused)
     NEED_CTX(self);
     const mpii_stats *s = mpii_context_stats(self->ctx);
     return Py_BuildValue(
-        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
         "read_count", (unsigned long long)s->read_count, "read_s", s->read_s,
         "read_bytes", (unsigned long long)s->read_bytes,
@@ -595,6 +597,7 @@ static PyObject *Context_stats(ContextObject *self, PyObject *unused)
         "fs_calls", (unsigned long long)s->fs_calls, "fs_calls_saved", (unsigned long long)s->fs_calls_saved,
         "gaps", (unsigned long long)s->gaps, "fallbacks", (unsigned long long)s->fallbacks,
         "out_of_order", (unsigned long long)s->out_of_order,
+        "image_misses", (unsigned long long)s->image_misses,
         "staged_files", (unsigned long long)s->staged_files,
         "staged_bytes", (unsigned long long)s->staged_bytes);
 }

@@ -13,6 +13,7 @@ def tree(tmp_path, value=1):
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "mod_a.py").write_text("VALUE = %r\n" % value)
+    (site / "extra_mod.py").write_text("VALUE = 'only one rank imports me'\n")
     shutil.copy(os.path.join(JOBS, "app.py"), site / "app.py")
     return site
 
@@ -36,7 +37,7 @@ def test_record_replay_and_a_changed_source(tmp_path):
     lockstep_bcasts = first[0]["stats"]["bcast_count"]
     assert lockstep_bcasts > 20
 
-    second = run_app(4, site, tmp_path / "o2", env, extra=["2", "wave"])
+    second = run_app(4, site, tmp_path / "o2", env, extra=["2", "extra_mod"])
     for r in second:
         st = r["stats"]
         assert st["replayed"] and r["value"] == 1 and r["sum"] == 10.0
@@ -45,7 +46,8 @@ def test_record_replay_and_a_changed_source(tmp_path):
         if r is not second[0]:
             assert st["fs_calls"] == 0
     # rank 2's extra module: imported on its own, no collective, no warning
-    assert second[2]["extra"] == "wave" and second[2]["stats"]["bcast_count"] == 1
+    assert second[2]["extra"] == "extra_mod" and second[2]["stats"]["bcast_count"] == 1
+    assert second[2]["stats"]["image_misses"] >= 1 and second[1]["stats"]["image_misses"] == 0
 
     (site / "mod_a.py").write_text("VALUE = 'changed source, longer'\n")
     third = run_app(4, site, tmp_path / "o3", env)

@@ -40,6 +40,7 @@ typedef struct mpii_stats {
     uint64_t gaps;           /* questions that needed a message */
     uint64_t fallbacks;      /* requests handed back to Python's own import */
     uint64_t out_of_order;   /* messages received that answered another request */
+    uint64_t image_misses;   /* questions a replayed image did not answer (plain import) */
     uint64_t staged_files;   uint64_t staged_bytes; /* files this rank wrote to the stage */
 } mpii_stats;
 

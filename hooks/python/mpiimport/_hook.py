@@ -96,7 +96,7 @@ class _Session:
             except _core.Gap:
                 if self.frozen:
                     # not in the image: this rank imports it itself, no collective
-                    self.ctx.count("out_of_order")
+                    self.ctx.count("image_misses")
                     raise _Quiet("%r is not in the image" % (request,)) from None
             try:
                 label = self.ctx.receive(self.timeout)
