@@ -298,7 +298,7 @@ mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const ch
     size_t total = 0;
     for (size_t i = 0; i < count; i++) {
         size_t nl = names[i] ? strlen(names[i]) : 0;
-        if (nl == 0 || nl > UINT16_MAX) {
+        if (nl == 0 || nl > UINT16_MAX || types[i] < MPII_DIRENT_FILE || types[i] > MPII_DIRENT_OTHER) {
             free(refs);
             return MPII_ERR_INVALID;
         }
@@ -321,9 +321,9 @@ mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const ch
     }
     free(refs);
     mpii_entry e = {MPII_ENTRY_LISTING, 0, dir, strlen(dir), buf, total, mtime_ns, 0};
-    mpii_status st = mpii_image_add(img, &e); /* rejects duplicates and bad types */
+    mpii_status st = mpii_image_add(img, &e); /* rejects duplicate names */
     free(buf);
-    return st;
+    return st == MPII_ERR_CORRUPT ? MPII_ERR_INVALID : st; /* the caller's names, not a buffer */
 }
 
 const mpii_entry *mpii_image_lookup(const mpii_image *img, mpii_entry_kind kind, const char *path)

@@ -279,3 +279,39 @@ TEST(Config, ReloadStartsFromDefaults)
     EXPECT_STREQ(cfg.transport, "");
     EXPECT_STREQ(cfg.job_id, "nojob");
 }
+
+namespace {
+
+TEST(ConfigImages, CacheDirDefaultsAndOverrides)
+{
+    Loaded l = load(std::map<std::string, std::string>{});
+    ASSERT_EQ(l.status, MPII_OK);
+    EXPECT_STREQ(l.cfg.cache_dir, "");  // no HOME, no XDG_CACHE_HOME: nowhere to record
+    EXPECT_EQ(l.cfg.record, 1);
+    EXPECT_EQ(l.cfg.trust_image, 0);
+    EXPECT_STREQ(l.cfg.image, "");
+    l = load({{"HOME", "/home/u"}});
+    EXPECT_STREQ(l.cfg.cache_dir, "/home/u/.cache/mpiimport");
+    l = load({{"HOME", "/home/u"}, {"XDG_CACHE_HOME", "/scratch/c"}});
+    EXPECT_STREQ(l.cfg.cache_dir, "/scratch/c/mpiimport");
+    l = load({{"HOME", "/home/u"}, {"MPIIMPORT_CACHE_DIR", "/lustre/me/cache"}});
+    EXPECT_STREQ(l.cfg.cache_dir, "/lustre/me/cache");
+    l = load({{"MPIIMPORT_RECORD", "0"}, {"MPIIMPORT_TRUST_IMAGE", "yes"}, {"MPIIMPORT_IMAGE", "app.mpii"}});
+    ASSERT_EQ(l.status, MPII_OK);
+    EXPECT_EQ(l.cfg.record, 0);
+    EXPECT_EQ(l.cfg.trust_image, 1);
+    EXPECT_STREQ(l.cfg.image, "app.mpii");
+}
+
+TEST(ConfigImages, BadValuesNameTheVariable)
+{
+    for (auto kv : std::map<std::string, std::string>{{"MPIIMPORT_CACHE_DIR", "relative"},
+                                                      {"MPIIMPORT_RECORD", "sometimes"},
+                                                      {"MPIIMPORT_TRUST_IMAGE", "2"}}) {
+        Loaded l = load({kv});
+        EXPECT_EQ(l.status, MPII_ERR_INVALID) << kv.first;
+        EXPECT_NE(l.err.find(kv.first), std::string::npos) << l.err;
+    }
+}
+
+}  // namespace
