@@ -1,0 +1,204 @@
+// test_context.cpp — the context on the one-process transport: the root reads
+// through knowledge (each directory and file once), code entries, snapshots
+// (recorded lists without bytes, packed images with them), replay with its
+// staleness checks, and freezing.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "mpiimport/config.h"
+#include "mpiimport/context.h"
+#include "mpiimport/image.h"
+
+namespace {
+
+const char *no_env(void *, const char *) { return nullptr; }
+
+struct Tree {
+    std::string dir;
+    Tree()
+    {
+        char tmpl[] = "/tmp/mpii-ctx-XXXXXX";
+        const char *d = mkdtemp(tmpl);
+        EXPECT_NE(d, nullptr);
+        dir = d ? d : "";
+    }
+    ~Tree() { std::string cmd = "rm -rf '" + dir + "'"; EXPECT_EQ(system(cmd.c_str()), 0); }
+    std::string put(const std::string &rel, const std::string &text)
+    {
+        std::string p = dir + "/" + rel;
+        std::ofstream(p, std::ios::binary) << text;
+        return p;
+    }
+};
+
+mpii_context *make_ctx(const std::string &stage)
+{
+    mpii_config cfg;
+    EXPECT_EQ(mpii_config_load(&cfg, no_env, nullptr, nullptr, 0), MPII_OK);
+    snprintf(cfg.stage_dir, sizeof cfg.stage_dir, "%s", stage.c_str());
+    mpii_context *ctx = nullptr;
+    char err[256] = "";
+    EXPECT_EQ(mpii_context_create(&cfg, &mpii_self_ops, &ctx, err, sizeof err), MPII_OK) << err;
+    return ctx;
+}
+
+void set_mtime(const std::string &path, time_t secs)
+{
+    struct timespec ts[2] = {{secs, 0}, {secs, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), ts, 0), 0);
+}
+
+TEST(Context, RootReadsEachFactOnceThenAnswersFromKnowledge)
+{
+    Tree t;
+    t.put("a.py", "A = 1\n");
+    mpii_context *ctx = make_ctx(t.dir);
+    ASSERT_NE(ctx, nullptr);
+    const mpii_entry *e = nullptr;
+    ASSERT_EQ(mpii_context_listing(ctx, t.dir.c_str(), &e, nullptr), MPII_OK);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(mpii_listing_find(e, "a.py"), MPII_DIRENT_FILE);
+    uint64_t calls = mpii_context_stats(ctx)->fs_calls;
+    EXPECT_GT(calls, 0u);
+    ASSERT_EQ(mpii_context_listing(ctx, t.dir.c_str(), &e, nullptr), MPII_OK);
+    ASSERT_EQ(mpii_context_file(ctx, (t.dir + "/a.py").c_str(), 1, &e), MPII_OK);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(std::string((const char *)e->data, e->data_len), "A = 1\n");
+    uint64_t after_file = mpii_context_stats(ctx)->fs_calls;
+    ASSERT_EQ(mpii_context_file(ctx, (t.dir + "/a.py").c_str(), 1, &e), MPII_OK);
+    ASSERT_EQ(mpii_context_file(ctx, (t.dir + "/missing.py").c_str(), 0, &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    uint64_t after_miss = mpii_context_stats(ctx)->fs_calls;
+    ASSERT_EQ(mpii_context_file(ctx, (t.dir + "/missing.py").c_str(), 0, &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    EXPECT_EQ(mpii_context_stats(ctx)->fs_calls, after_miss);  // the miss is remembered
+    EXPECT_GT(after_file, calls);
+    EXPECT_EQ(mpii_context_finish(ctx), MPII_OK);
+    mpii_context_destroy(ctx);
+}
+
+TEST(Context, SourceCodeAsksForCompileThenUsesTheCode)
+{
+    Tree t;
+    std::string src = t.put("m.py", "X = 2\n");
+    mpii_context *ctx = make_ctx(t.dir);
+    const uint8_t magic[4] = {0xa7, 0x0d, 0x0d, 0x0a};
+    mpii_code_kind kind;
+    const mpii_entry *s = nullptr, *c = nullptr;
+    std::string pyc = t.dir + "/__pycache__/m.cpython-311.pyc";
+    ASSERT_EQ(mpii_context_source_code(ctx, magic, src.c_str(), pyc.c_str(), &kind, &s, &c), MPII_OK);
+    EXPECT_EQ(kind, MPII_CODE_COMPILE_NEEDED);
+    ASSERT_NE(s, nullptr);
+    ASSERT_EQ(mpii_context_add_code(ctx, src.c_str(), "code", 4, s->mtime_ns, s->size), MPII_OK);
+    ASSERT_EQ(mpii_context_source_code(ctx, magic, src.c_str(), pyc.c_str(), &kind, &s, &c), MPII_OK);
+    EXPECT_EQ(kind, MPII_CODE_COMPILED);
+    ASSERT_NE(c, nullptr);
+    EXPECT_EQ(std::string((const char *)c->data, c->data_len), "code");
+    mpii_context_destroy(ctx);
+}
+
+TEST(Context, PackedImageReplaysUnchangedAndRereadsChanged)
+{
+    Tree t;
+    std::string a = t.put("a.py", "A = 1\n"), b = t.put("b.so", "binary");
+    set_mtime(a, 1000000);
+    set_mtime(b, 1000000);
+    std::string image = t.dir + "/app.mpii";
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        const mpii_entry *e;
+        ASSERT_EQ(mpii_context_listing(ctx, t.dir.c_str(), &e, nullptr), MPII_OK);
+        ASSERT_EQ(mpii_context_file(ctx, a.c_str(), 0, &e), MPII_OK);
+        ASSERT_EQ(mpii_context_file(ctx, b.c_str(), 1, &e), MPII_OK);
+        mpii_image *snap = nullptr;
+        ASSERT_EQ(mpii_context_snapshot(ctx, 1, &snap), MPII_OK);
+        ASSERT_EQ(mpii_image_write_file(snap, image.c_str(), "test"), MPII_OK);
+        mpii_image_destroy(snap);
+        mpii_context_destroy(ctx);
+    }
+    mpii_image *img = nullptr;
+    ASSERT_EQ(mpii_image_read_file(image.c_str(), &img, nullptr, 0), MPII_OK);
+    // the image file itself changed the directory: the listing is stale, the files are not
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        uint64_t reused = 0, reread = 0;
+        ASSERT_EQ(mpii_context_replay(ctx, img, 0, &reused, &reread), MPII_OK);
+        EXPECT_EQ(reused, 2u);
+        EXPECT_EQ(reread, 1u);
+        mpii_context_destroy(ctx);
+    }
+    // a changed file is read again: the new bytes win
+    std::ofstream(b, std::ios::binary) << "changed binary";
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        uint64_t reused = 0, reread = 0;
+        ASSERT_EQ(mpii_context_replay(ctx, img, 0, &reused, &reread), MPII_OK);
+        EXPECT_EQ(reread, 2u);
+        const mpii_entry *e = nullptr;
+        uint64_t calls = mpii_context_stats(ctx)->fs_calls;
+        ASSERT_EQ(mpii_context_file(ctx, b.c_str(), 1, &e), MPII_OK);
+        ASSERT_NE(e, nullptr);
+        EXPECT_EQ(std::string((const char *)e->data, e->data_len), "changed binary");
+        EXPECT_EQ(mpii_context_stats(ctx)->fs_calls, calls);  // served from the replay
+        mpii_context_destroy(ctx);
+    }
+    // trusted: nothing is checked, the old bytes are used as they are
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        uint64_t reused = 0, reread = 0;
+        ASSERT_EQ(mpii_context_replay(ctx, img, 1, &reused, &reread), MPII_OK);
+        EXPECT_EQ(reread, 0u);
+        EXPECT_EQ(mpii_context_stats(ctx)->fs_calls, 0u);
+        mpii_context_destroy(ctx);
+    }
+    mpii_image_destroy(img);
+}
+
+TEST(Context, RecordedListHoldsNoBytesAndRereadsEveryFile)
+{
+    Tree t;
+    std::string b = t.put("b.so", "binary");
+    mpii_context *ctx = make_ctx(t.dir);
+    const mpii_entry *e;
+    ASSERT_EQ(mpii_context_file(ctx, b.c_str(), 1, &e), MPII_OK);
+    mpii_image *list = nullptr;
+    ASSERT_EQ(mpii_context_snapshot(ctx, 0, &list), MPII_OK);
+    const mpii_entry *le = mpii_image_lookup(list, MPII_ENTRY_FILE, b.c_str());
+    ASSERT_NE(le, nullptr);
+    EXPECT_EQ(le->data_len, 0u);
+    EXPECT_TRUE(le->flags & MPII_FILE_DATA_OMITTED);
+    mpii_context_destroy(ctx);
+    ctx = make_ctx(t.dir);
+    uint64_t reused = 0, reread = 0;
+    ASSERT_EQ(mpii_context_replay(ctx, list, 0, &reused, &reread), MPII_OK);
+    EXPECT_EQ(reread, 1u);
+    ASSERT_EQ(mpii_context_file(ctx, b.c_str(), 1, &e), MPII_OK);
+    EXPECT_EQ(std::string((const char *)e->data, e->data_len), "binary");
+    mpii_image_destroy(list);
+    mpii_context_destroy(ctx);
+}
+
+TEST(Context, FrozenRootStopsSending)
+{
+    Tree t;
+    t.put("a.py", "A\n");
+    mpii_context *ctx = make_ctx(t.dir);
+    mpii_context_freeze(ctx);
+    EXPECT_TRUE(mpii_context_frozen(ctx));
+    const mpii_entry *e;
+    ASSERT_EQ(mpii_context_listing(ctx, t.dir.c_str(), &e, nullptr), MPII_OK);
+    ASSERT_EQ(mpii_context_flush_always(ctx, "x"), MPII_OK);
+    EXPECT_EQ(mpii_context_stats(ctx)->bcast_count, 0u);
+    EXPECT_EQ(mpii_context_finish(ctx), MPII_OK);
+    mpii_context_destroy(ctx);
+}
+
+}  // namespace
