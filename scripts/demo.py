@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""The project's demo ("main job"): the same MPI job with plain imports and with
-mpiimport, side by side: file-system calls per rank (from strace) and time.
+"""The project's demo ("main job"): the same MPI job with plain imports, with
+mpiimport in lock-step and with mpiimport replaying a recorded import list, side
+by side: file-system calls per rank (from strace) and time.
 
     /usr/bin/python3 scripts/demo.py [--ranks 8] [--build ./build] [--repeat 3]
                                      [--trace | --no-trace] [--out RESULTS.md]
@@ -9,10 +10,21 @@ mpiimport, side by side: file-system calls per rank (from strace) and time.
 It lives apart from the library and the tests because it measures, it does not
 check behaviour: the workload is scripts/demo_job.py (imports numpy,
 scipy.linalg, scipy.sparse and mpi4py inside a marked "import window", then
-computes and checks a few results); this driver runs it under mpirun in both
+computes and checks a few results); this driver runs it under mpirun in three
 modes and reports.
 
-For each mode (plain, mpiimport):
+The modes:
+  * plain: no mpiimport; every rank imports from the file system itself.
+  * mpiimport: mpiimport.install() with MPIIMPORT_RECORD=0, so no recorded
+    import list is read or written whatever the cache holds: the first-run,
+    lock-step behaviour (one broadcast per import), every time.
+  * replay: mpiimport.install() with MPIIMPORT_RECORD=1 and MPIIMPORT_CACHE_DIR
+    set to a directory inside the demo's temporary workdir. One untimed
+    warm-up run first records the list; the runs below then replay it (rank 0
+    re-reads the listed files and sends them in ONE broadcast at install(),
+    after which no collective happens).
+
+For each mode (plain, mpiimport, replay):
   * timing: --repeat runs of `mpirun -n R /usr/bin/python3 demo_job.py MODE
     JSON`, without strace; the median of the import-window time (the job's
     own MAX over ranks) and the median wall time of the whole mpirun command.
@@ -64,7 +76,8 @@ PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 JOB = os.path.join(HERE, "demo_job.py")
-MODES = ("plain", "mpiimport")
+MODES = ("plain", "mpiimport", "replay")
+MPIIMPORT_MODES = ("mpiimport", "replay")      # the modes that install() mpiimport
 MARKER = "/mpiimport-demo-marker/%s/rank%d"
 
 # Syscalls whose (first) string argument is a file name: strace's %file class.
@@ -94,6 +107,19 @@ def job_env(build):
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     env["PYTHONPATH"] = os.path.join(build, "python")
+    return env
+
+
+def mode_env(env, mode, workdir):
+    """The environment of one mode's runs: "mpiimport" never reads or writes a
+    recorded list (MPIIMPORT_RECORD=0); "replay" records and replays one in a
+    cache directory of its own inside workdir."""
+    env = dict(env)
+    if mode == "mpiimport":
+        env["MPIIMPORT_RECORD"] = "0"
+    elif mode == "replay":
+        env["MPIIMPORT_RECORD"] = "1"
+        env["MPIIMPORT_CACHE_DIR"] = os.path.join(workdir, "cache-replay")
     return env
 
 
@@ -146,6 +172,35 @@ def load_result(path, what, err):
     return res
 
 
+def mpiimport_stats(res):
+    """Every rank's mpiimport.stats() from a job's result, in rank order ([] in mode plain)."""
+    return [p.get("mpiimport") or {} for p in res.get("per_rank") or []]
+
+
+def replayed_ranks(res):
+    """(ranks whose mpiimport.stats() says replayed, ranks) of one run."""
+    st = mpiimport_stats(res)
+    return sum(1 for x in st if x.get("replayed")), len(st)
+
+
+def warmup_run(args, mode, env, workdir):
+    """One untimed run that records the import list the later runs replay."""
+    out = os.path.join(workdir, "%s.warmup.json" % mode)
+    what = "%s warm-up run" % mode
+    wall, _, err = run(mpirun(args, args.ranks) + [PYTHON, JOB, mode, out], env,
+                       args.timeout, what)
+    res = load_result(out, what, err)
+    cache = env["MPIIMPORT_CACHE_DIR"]
+    lists = (sorted(n for n in os.listdir(cache) if n.endswith(".mpiilist"))
+             if os.path.isdir(cache) else [])
+    log("  %-9s warm-up run (untimed, records the import list): mpirun %.3f s, %d list(s) in %s"
+        % (mode, wall, len(lists), cache))
+    if not lists:
+        log("demo.py: note: the warm-up run recorded no import list in %s; the %s runs "
+            "will not replay" % (cache, mode))
+    return res
+
+
 def timing_runs(args, mode, env, workdir):
     runs = []
     for i in range(args.repeat):
@@ -156,7 +211,7 @@ def timing_runs(args, mode, env, workdir):
         res = load_result(out, what, err)
         runs.append({"wall_s": wall, "import_s": res["import_s_max"],
                      "numpy_scipy_s": res["numpy_scipy_s_max"], "mpi4py_s": res["mpi4py_s_max"],
-                     "install_s": res["install_s_max"]})
+                     "install_s": res["install_s_max"], "replayed": replayed_ranks(res)})
         log("  %-9s run %d/%d: import window %.3f s, mpirun %.3f s"
             % (mode, i + 1, args.repeat, res["import_s_max"], wall))
     return runs, res
@@ -300,8 +355,22 @@ def ratio(a, b):
     return "n/a" if not a else "%.3f" % (b / a)
 
 
+def replayed_text(data, mode):
+    """yes / no / partly: whether every rank of every run of mode replayed a list."""
+    runs = [r["replayed"] for r in data[mode]["timing"]]
+    if "traced" in data[mode]:
+        runs.append(replayed_ranks(data[mode]["traced"]))
+    done, total = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    if total and done == total:
+        return "yes"
+    if not done:
+        return "no"
+    return "partly (%d of %d)" % (done, total)
+
+
 def build_rows(data, traced):
-    """[(label, plain, mpiimport, ratio)] with section headings as (label,)."""
+    """[(label, plain, mpiimport, replay, mpiimport/plain, replay/plain)] with
+    section headings as (label,)."""
     rows = []
     if traced:
         for kinds, title in ((("path",), "File-system calls on shared prefixes (path calls)"),
@@ -312,45 +381,55 @@ def build_rows(data, traced):
                 for key, label in (("root", "rank 0"), ("nonroot_mean", "non-root ranks, mean"),
                                    ("nonroot_max", "non-root ranks, max"),
                                    ("total", "all ranks, total")):
-                    a, b = s["plain"][key], s["mpiimport"][key]
-                    rows.append(("%s, %s" % (label, sname), fmt_num(a), fmt_num(b), ratio(a, b)))
+                    a, b, c = s["plain"][key], s["mpiimport"][key], s["replay"][key]
+                    rows.append(("%s, %s" % (label, sname), fmt_num(a), fmt_num(b), fmt_num(c),
+                                 ratio(a, b), ratio(a, c)))
     rows.append(("Time (median of %d runs without strace)" % len(data["plain"]["timing"]),))
     for key, label in (("import_s", "import window, max over ranks [s]"),
                        ("numpy_scipy_s", "  of which numpy + scipy [s]"),
                        ("mpi4py_s", "  of which mpi4py (plain: incl. MPI_Init) [s]"),
                        ("install_s", "import mpiimport + install() [s]"),
                        ("wall_s", "mpirun wall time [s]")):
-        a = statistics.median(r[key] for r in data["plain"]["timing"])
-        b = statistics.median(r[key] for r in data["mpiimport"]["timing"])
+        a, b, c = (statistics.median(r[key] for r in data[m]["timing"]) for m in MODES)
         if key == "install_s":
-            rows.append((label, "-", "%.3f" % b, "-"))
+            rows.append((label, "-", "%.3f" % b, "%.3f" % c, "-", "-"))
         else:
-            rows.append((label, "%.3f" % a, "%.3f" % b, ratio(a, b)))
+            rows.append((label, "%.3f" % a, "%.3f" % b, "%.3f" % c, ratio(a, b), ratio(a, c)))
+    src = "traced run" if traced else "last timing run"
+    rows.append(("mpiimport.stats()",))
+    bc = []
+    for m in MPIIMPORT_MODES:
+        st = mpiimport_stats(data[m]["traced"] if traced else data[m]["result"])
+        bc.append(fmt_num(st[0].get("bcast_count", 0)) if st and st[0] else "n/a")
+    rows.append(("broadcasts per rank (rank 0's bcast_count, %s)" % src, "-", bc[0], bc[1],
+                 "-", "-"))
+    rows.append(("replayed (every rank of every run)", "-",
+                 replayed_text(data, "mpiimport"), replayed_text(data, "replay"), "-", "-"))
     return rows
 
 
-def reduction_line(data):
+def reduction_line(data, mode="mpiimport"):
     a = summarise(data["plain"]["ranks"], "window", ("path",))["nonroot_mean"]
-    b = summarise(data["mpiimport"]["ranks"], "window", ("path",))["nonroot_mean"]
+    b = summarise(data[mode]["ranks"], "window", ("path",))["nonroot_mean"]
     if not a:
-        return "reduction of non-root path calls (import window): n/a (plain made none)"
+        return ("reduction of non-root path calls (import window%s): n/a (plain made none)"
+                % ("" if mode == "mpiimport" else ", " + mode))
     return ("reduction of non-root path calls (import window) = "
-            "1 - mpiimport_nonroot_window_mean / plain_nonroot_window_mean = 1 - %s / %s = %.1f %%"
-            % (fmt_num(b), fmt_num(a), 100.0 * (1.0 - b / a)))
+            "1 - %s_nonroot_window_mean / plain_nonroot_window_mean = 1 - %s / %s = %.1f %%"
+            % (mode, fmt_num(b), fmt_num(a), 100.0 * (1.0 - b / a)))
 
 
-def stats_line(res):
-    per = res.get("per_rank") or []
-    st = [p.get("mpiimport") or {} for p in per]
+def stats_line(res, which="traced run"):
+    st = mpiimport_stats(res)
     if not st or not st[0]:
         return None
     mib = 1024.0 * 1024.0
     root = st[0]
     nonroot = st[1:]
-    return ("mpiimport.stats() (traced run): rank 0 read %d files (%.1f MiB), %d broadcasts "
+    return ("mpiimport.stats() (%s): rank 0 read %d files (%.1f MiB), %d broadcasts "
             "(%.1f MiB), fs_calls %d; non-root ranks: fs_calls %d in all, fs_calls_saved %d "
             "in all; fallbacks on all ranks: %d"
-            % (root.get("read_count", 0), root.get("read_bytes", 0) / mib,
+            % (which, root.get("read_count", 0), root.get("read_bytes", 0) / mib,
                root.get("bcast_count", 0), root.get("bcast_bytes", 0) / mib,
                root.get("fs_calls", 0), sum(s.get("fs_calls", 0) for s in nonroot),
                sum(s.get("fs_calls_saved", 0) for s in nonroot),
@@ -359,35 +438,41 @@ def stats_line(res):
 
 def text_table(rows):
     w0 = max(len(r[0]) for r in rows if len(r) > 1) + 2
-    head = "%-*s %12s %12s %16s" % (w0, "", "plain", "mpiimport", "mpiimport/plain")
+    head = "%-*s %12s %12s %12s %16s %13s" % (w0, "", "plain", "mpiimport", "replay",
+                                             "mpiimport/plain", "replay/plain")
     lines = [head, "-" * len(head)]
     for r in rows:
         if len(r) == 1:
             lines.append(r[0] + ":")
         else:
-            lines.append("  %-*s %12s %12s %16s" % (w0 - 2, r[0], r[1], r[2], r[3]))
+            lines.append("  %-*s %12s %12s %12s %16s %13s" % ((w0 - 2,) + tuple(r)))
     return "\n".join(lines)
 
 
 def md_table(rows):
-    lines = ["| | plain | mpiimport | mpiimport/plain |", "|---|---:|---:|---:|"]
+    lines = ["| | plain | mpiimport | replay | mpiimport/plain | replay/plain |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if len(r) == 1:
-            lines.append("| **%s** | | | |" % r[0])
+            lines.append("| **%s** | | | | | |" % r[0])
         else:
-            lines.append("| %s | %s | %s | %s |" % (r[0].strip(), r[1], r[2], r[3]))
+            lines.append("| %s | %s | %s | %s | %s | %s |" % ((r[0].strip(),) + tuple(r[1:])))
     return "\n".join(lines)
 
 
 def explain(data, n):
     """The most frequent shared-prefix calls of the non-root ranks: inside the
-    window for both modes, and before and after it for mpiimport."""
+    window for every mode, and before and after it for mpiimport and replay."""
     out = []
     for mode, scope, where in (("plain", "window", "inside the import window"),
                                ("mpiimport", "window", "inside the import window"),
                                ("mpiimport", "before", "before the import window (start-up, "
                                 "import mpiimport, install())"),
-                               ("mpiimport", "after", "after the import window (work, exit)")):
+                               ("mpiimport", "after", "after the import window (work, exit)"),
+                               ("replay", "window", "inside the import window"),
+                               ("replay", "before", "before the import window (start-up, "
+                                "import mpiimport, install() with the replay)"),
+                               ("replay", "after", "after the import window (work, exit)")):
         ranks = data[mode]["ranks"]
         agg = {}
         for r in ranks[1:]:
@@ -411,14 +496,15 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ranks", type=int, default=8, help="MPI ranks (default 8)")
     ap.add_argument("--build", default="./build", help="build directory (default ./build)")
-    ap.add_argument("--repeat", type=int, default=3, help="timing runs per mode (default 3)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timing runs per mode (default 3; replay adds one untimed warm-up run)")
     ap.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True,
                     help="one run per mode under strace (default: --trace)")
     ap.add_argument("--out", help="markdown file to append the results to")
     ap.add_argument("--explain", type=int, nargs="?", const=30, default=None, metavar="N",
                     help="list the N (default 30) most frequent shared-prefix calls of the "
-                         "non-root ranks: inside the import window (both modes), before and "
-                         "after it (mpiimport)")
+                         "non-root ranks: inside the import window (every mode), before and "
+                         "after it (mpiimport, replay)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per mpirun (default 600)")
     ap.add_argument("--mpirun-args", default="", help="extra mpirun arguments, one string")
     args = ap.parse_args(argv)
@@ -448,9 +534,15 @@ def main(argv):
     if not os.path.exists(PYTHON):
         log("demo.py: %s not found" % PYTHON)
         return 2
-    stray = sorted(k for k in os.environ if k.startswith("MPIIMPORT_"))
+    set_here = ("MPIIMPORT_RECORD", "MPIIMPORT_CACHE_DIR")
+    stray = sorted(k for k in os.environ if k.startswith("MPIIMPORT_") and k not in set_here)
     if stray:
         log("demo.py: note: passing on %s from the environment" % ", ".join(stray))
+    overridden = sorted(k for k in set_here if k in os.environ)
+    if overridden:
+        log("demo.py: note: %s from the environment overridden (mode mpiimport: "
+            "MPIIMPORT_RECORD=0; mode replay: MPIIMPORT_RECORD=1 and a private "
+            "MPIIMPORT_CACHE_DIR)" % ", ".join(overridden))
 
     env = job_env(build)
     workdir = tempfile.mkdtemp(prefix="mpiimport-demo-")
@@ -460,9 +552,12 @@ def main(argv):
         log("demo.py: %d ranks, build %s, shared prefixes %s"
             % (args.ranks, build, ":".join(prefixes)))
         for mode in MODES:
-            data[mode]["timing"], data[mode]["result"] = timing_runs(args, mode, env, workdir)
+            menv = mode_env(env, mode, workdir)
+            if mode == "replay":
+                data[mode]["warmup"] = warmup_run(args, mode, menv, workdir)
+            data[mode]["timing"], data[mode]["result"] = timing_runs(args, mode, menv, workdir)
             if args.trace:
-                data[mode]["ranks"], data[mode]["traced"] = traced_run(args, mode, env, workdir,
+                data[mode]["ranks"], data[mode]["traced"] = traced_run(args, mode, menv, workdir,
                                                                        prefixes)
     except Failure as e:
         log("demo.py: FAILED: %s" % e)
@@ -479,11 +574,17 @@ def main(argv):
             "one per syscall line; window = between the rank's begin/end markers)"
             % ":".join(prefixes))
     extra = []
+    for mode in MPIIMPORT_MODES:
+        if replayed_text(data, mode) != ("yes" if mode == "replay" else "no"):
+            log("demo.py: note: mode %s replayed a recorded list: %s (expected %s)"
+                % (mode, replayed_text(data, mode), "yes" if mode == "replay" else "no"))
     if args.trace:
         extra.append(reduction_line(data))
-        s = stats_line(data["mpiimport"]["traced"])
-        if s:
-            extra.append(s)
+        extra.append(reduction_line(data, "replay"))
+        for mode, which in (("mpiimport", "traced run"), ("replay", "replay, traced run")):
+            s = stats_line(data[mode]["traced"], which)
+            if s:
+                extra.append(s)
     elapsed = time.perf_counter() - t_start
     extra.append("demo run time: %.1f s" % elapsed)
 

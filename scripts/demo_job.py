@@ -1,15 +1,21 @@
 """The demo's workload: what every MPI rank runs, with or without mpiimport.
 
     mpirun -n R /usr/bin/python3 scripts/demo_job.py MODE RESULT.json
-    MODE: plain | mpiimport
+    MODE: plain | mpiimport | replay
 
 scripts/demo.py launches this script (timed, and once more under strace) and
-compares the two modes; it lives in its own file so that exactly the same
-code runs in both modes and under both kinds of run.
+compares the modes; it lives in its own file so that exactly the same code
+runs in every mode and under both kinds of run.
+
+Modes "mpiimport" and "replay" run the same code here; they differ only in
+the environment demo.py gives them: "mpiimport" runs with MPIIMPORT_RECORD=0
+(no recorded list is read or written: one broadcast per import, lock-step),
+"replay" with MPIIMPORT_RECORD=1 and a private MPIIMPORT_CACHE_DIR that an
+earlier run has filled (rank 0 replays the recorded list in one broadcast).
 
 Steps, on every rank:
-  1. mode "mpiimport": `import mpiimport; mpiimport.install()` (collective);
-     exit with an error if it returns False.
+  1. modes "mpiimport" and "replay": `import mpiimport; mpiimport.install()`
+     (collective); exit with an error if it returns False.
   2. The import window: a begin marker, `import numpy, scipy.linalg,
      scipy.sparse` and `from mpi4py import MPI`, an end marker. The markers
      are os.access() calls on a path that does not exist
@@ -20,24 +26,27 @@ Steps, on every rank:
      product, a numpy sum), checked against known answers and compared
      across ranks.
   4. MPI allreduce (MAX) of the window time; rank 0 gathers every rank's
-     timings and, in mode "mpiimport", every rank's mpiimport.stats(), and
-     writes them as JSON to RESULT.json.
+     timings and, in modes "mpiimport" and "replay", every rank's
+     mpiimport.stats() (which holds, among the rest, bcast_count and
+     replayed), and writes them as JSON to RESULT.json.
 
 Note on the window time: in mode "plain", `from mpi4py import MPI` starts MPI
 (MPI_Init_thread) inside the window; in mode "mpiimport", install() has already
-started it before the window. The JSON therefore also holds the time of the
+started it before the window (so has it in mode "replay"). The JSON therefore also holds the time of the
 numpy/scipy imports alone ("numpy_scipy_s_max"), of the mpi4py import alone
 ("mpi4py_s_max"), and of `import mpiimport` + install() ("install_s_max", 0 in
-mode "plain"); all are maxima over the ranks.
+mode "plain"); all are maxima over the ranks. In mode "replay", install() is
+where rank 0 re-reads the recorded files and sends them in one broadcast.
 """
 import json
 import os
 import sys
 import time
 
-USAGE = "usage: demo_job.py plain|mpiimport RESULT.json"
+USAGE = "usage: demo_job.py plain|mpiimport|replay RESULT.json"
+MPIIMPORT_MODES = ("mpiimport", "replay")     # the modes that install() mpiimport
 
-if len(sys.argv) != 3 or sys.argv[1] not in ("plain", "mpiimport"):
+if len(sys.argv) != 3 or sys.argv[1] not in ("plain",) + MPIIMPORT_MODES:
     sys.exit(USAGE)
 MODE, RESULT = sys.argv[1], sys.argv[2]
 RANK = int(os.environ.get("OMPI_COMM_WORLD_RANK",
@@ -45,7 +54,7 @@ RANK = int(os.environ.get("OMPI_COMM_WORLD_RANK",
 MARKER = "/mpiimport-demo-marker/%s/rank%d"
 
 install_s = 0.0
-if MODE == "mpiimport":
+if MODE in MPIIMPORT_MODES:
     t = time.perf_counter()
     import mpiimport
     if not mpiimport.install():
@@ -107,8 +116,8 @@ mpi4py_max = comm.allreduce(mpi4py_s, op=MPI.MAX)
 install_max = comm.allreduce(install_s, op=MPI.MAX)
 per_rank = {"rank": rank, "window_s": window_s, "numpy_scipy_s": numpy_scipy_s,
             "mpi4py_s": mpi4py_s, "install_s": install_s, "errors": errors}
-if MODE == "mpiimport":
-    per_rank["mpiimport"] = mpiimport.stats()
+if MODE in MPIIMPORT_MODES:
+    per_rank["mpiimport"] = mpiimport.stats()    # includes bcast_count and replayed
 everyone = comm.gather(per_rank, root=0)
 n_errors = comm.allreduce(len(errors), op=MPI.SUM)
 
