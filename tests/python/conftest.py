@@ -24,6 +24,8 @@ def job_env(extra=None):
             del env[k]
     # CPython writes bytecode caches by default; the tests check that rank 0 does.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Unbuffered output writes a print() in pieces, which mpirun interleaves.
+    env.pop("PYTHONUNBUFFERED", None)
     # Lock-step imports unless a test asks for recorded lists (test_images.py):
     # a list recorded by an earlier test must not change what a test measures.
     env["MPIIMPORT_RECORD"] = "0"

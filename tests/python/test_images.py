@@ -123,7 +123,7 @@ def test_site_hook_on_and_off(tmp_path):
     pydir = os.environ["PYTHONPATH"].split(":")[0]
     assert os.path.exists(os.path.join(pydir, "mpiimport.pth"))
     code = ("import site, sys; site.addsitedir(%r); sys.path.insert(0, %r); import mod_a, numpy; "
-            "print('active', 'mpiimport' in sys.modules and type(sys.meta_path[0]).__name__ == 'MpiFinder')"
+            "print('active %%s' %% ('mpiimport' in sys.modules and type(sys.meta_path[0]).__name__ == 'MpiFinder'))"
             % (pydir, str(site)))
     on = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT": "1", "PYTHONPATH": ""})
     assert on.stdout.count("active True") == 2, on.stdout + on.stderr

@@ -171,43 +171,65 @@ def _stat_mtime(mtime_ns):
     return mtime_ns // 1_000_000_000 + (mtime_ns % 1_000_000_000) * 1e-9
 
 
-class MpiSourceLoader(SourceFileLoader):
-    """SourceFileLoader whose code comes from rank 0: a valid bytecode cache,
-    or code rank 0 compiled."""
+class _Served:
+    """What the three loaders share: the session, get_data answered from what
+    rank 0 sent, and the frame of every served step (lock, rank 0's flush,
+    timing, fallback to importlib's own behaviour)."""
 
     def __init__(self, fullname, path, session=None):
         super().__init__(fullname, path)
         self._mpii = session
 
-    def get_code(self, fullname):
+    def get_data(self, path):
         s = self._mpii
-        source_path = self.get_filename(fullname)
+        if s is not None:
+            r = s.ctx.known(path)
+            if r is not None:
+                return r[0]
+        return super().get_data(path)
+
+    def _served(self, request, produce, plain):
+        """produce(session), or plain() when mpiimport cannot serve request."""
+        s = self._mpii
         if s is None or s.finished:
-            return super().get_code(fullname)
-        pyc = _pyc_path(source_path)
+            return plain()
         t0 = time.perf_counter()
         try:
             with s.lock:
                 try:
-                    r = s.need(fullname, s.ctx.source_code, MAGIC_NUMBER, source_path, pyc)
-                    if r is None:
-                        raise _Fallback("%s vanished" % source_path)
-                    kind, data, mtime_ns, size = r
-                    if kind == _core.CODE_PYC:
-                        return _bx._compile_bytecode(memoryview(data)[16:], name=fullname,
-                                                     bytecode_path=pyc, source_path=source_path)
-                    if kind == _core.CODE_COMPILED:
-                        code = marshal.loads(data)
-                        _imp._fix_co_filename(code, source_path)
-                        return code
-                    return _compile_on_root(s, fullname, source_path, pyc, mtime_ns, size)
+                    return produce(s)
                 finally:
-                    s.flush(fullname)
+                    s.flush(request)
         except _Fallback as e:
-            s.fallback(fullname, str(e))
-            return super().get_code(fullname)
+            s.fallback(request, str(e))
+            return plain()
         finally:
             s.ctx.count("load", 1, time.perf_counter() - t0)
+
+
+class MpiSourceLoader(_Served, SourceFileLoader):
+    """SourceFileLoader whose code comes from rank 0: a valid bytecode cache,
+    or code rank 0 compiled."""
+
+    def get_code(self, fullname):
+        source_path = self.get_filename(fullname)
+        pyc = _pyc_path(source_path)
+
+        def produce(s):
+            r = s.need(fullname, s.ctx.source_code, MAGIC_NUMBER, source_path, pyc)
+            if r is None:
+                raise _Fallback("%s vanished" % source_path)
+            kind, data, mtime_ns, size = r
+            if kind == _core.CODE_PYC:
+                return _bx._compile_bytecode(memoryview(data)[16:], name=fullname,
+                                             bytecode_path=pyc, source_path=source_path)
+            if kind == _core.CODE_COMPILED:
+                code = marshal.loads(data)
+                _imp._fix_co_filename(code, source_path)
+                return code
+            return _compile_on_root(s, fullname, source_path, pyc, mtime_ns, size)
+
+        return self._served(fullname, produce, lambda: super(MpiSourceLoader, self).get_code(fullname))
 
     def path_stats(self, path):
         s = self._mpii
@@ -217,100 +239,46 @@ class MpiSourceLoader(SourceFileLoader):
                 return {"mtime": _stat_mtime(r[1]), "size": r[2]}
         return super().path_stats(path)
 
-    def get_data(self, path):
-        s = self._mpii
-        if s is not None:
-            r = s.ctx.known(path)
-            if r is not None:
-                return r[0]
-        return super().get_data(path)
 
-
-class MpiSourcelessLoader(SourcelessFileLoader):
+class MpiSourcelessLoader(_Served, SourcelessFileLoader):
     """SourcelessFileLoader reading the .pyc from rank 0's broadcast."""
 
-    def __init__(self, fullname, path, session=None):
-        super().__init__(fullname, path)
-        self._mpii = session
-
     def get_code(self, fullname):
-        s = self._mpii
         path = self.get_filename(fullname)
-        if s is None or s.finished:
-            return super().get_code(fullname)
-        t0 = time.perf_counter()
-        try:
-            with s.lock:
-                try:
-                    r = s.need(fullname, s.ctx.file, path, True)
-                finally:
-                    s.flush(fullname)
+
+        def produce(s):
+            r = s.need(fullname, s.ctx.file, path, True)
             if r is None:
                 raise _Fallback("%s vanished" % path)
             data = r[0]
-            exc_details = {"name": fullname, "path": path}
-            _bx._classify_pyc(data, fullname, exc_details)
+            _bx._classify_pyc(data, fullname, {"name": fullname, "path": path})
             return _bx._compile_bytecode(memoryview(data)[16:], name=fullname, bytecode_path=path)
-        except _Fallback as e:
-            s.fallback(fullname, str(e))
-            return super().get_code(fullname)
-        finally:
-            s.ctx.count("load", 1, time.perf_counter() - t0)
 
-    def get_data(self, path):
-        s = self._mpii
-        if s is not None:
-            r = s.ctx.known(path)
-            if r is not None:
-                return r[0]
-        return super().get_data(path)
+        return self._served(fullname, produce, lambda: super(MpiSourcelessLoader, self).get_code(fullname))
 
 
-class MpiExtensionLoader(ExtensionFileLoader):
+class MpiExtensionLoader(_Served, ExtensionFileLoader):
     """ExtensionFileLoader that dlopens a node-local copy written once per node
     (layout kept, so $ORIGIN works); __file__ stays the original path."""
 
-    def __init__(self, fullname, path, session=None):
-        super().__init__(fullname, path)
-        self._mpii = session
-
     def create_module(self, spec):
-        s = self._mpii
-        if s is None or s.finished:
-            return super().create_module(spec)
-        t0 = time.perf_counter()
-        try:
-            with s.lock:
-                try:
-                    r = s.need(spec.name, s.ctx.extension, self.path)
-                finally:
-                    s.flush(spec.name)
-                if not r:
-                    raise _Fallback("%s vanished" % self.path)
-                try:
-                    staged = s.ctx.stage(self.path)
-                except _core.Error as e:
-                    raise _Fallback("cannot stage %s (%s)" % (self.path, e)) from None
-            staged_spec = ModuleSpec(spec.name, self, origin=staged)
-            module = _bs._call_with_frames_removed(_imp.create_dynamic, staged_spec)
+        def produce(s):
+            if not s.need(spec.name, s.ctx.extension, self.path):
+                raise _Fallback("%s vanished" % self.path)
+            try:
+                staged = s.ctx.stage(self.path)
+            except _core.Error as e:
+                raise _Fallback("cannot stage %s (%s)" % (self.path, e)) from None
+            module = _bs._call_with_frames_removed(_imp.create_dynamic,
+                                                   ModuleSpec(spec.name, self, origin=staged))
             try:
                 module.__file__ = spec.origin
             except AttributeError:
                 pass
             return module
-        except _Fallback as e:
-            s.fallback(spec.name, str(e))
-            return super().create_module(spec)
-        finally:
-            s.ctx.count("load", 1, time.perf_counter() - t0)
 
-    def get_data(self, path):
-        s = self._mpii
-        if s is not None:
-            r = s.ctx.known(path)
-            if r is not None:
-                return r[0]
-        return super().get_data(path)
+        return self._served(spec.name, produce,
+                            lambda: super(MpiExtensionLoader, self).create_module(spec))
 
 
 _LOADERS = {
