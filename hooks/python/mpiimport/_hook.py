@@ -63,6 +63,7 @@ class _Session:
         self.transport = config["transport_name"]
         self.config = config
         self.frozen = False          # replaying an image: no collective after install()
+        self.stalled = False         # the last wait for rank 0 timed out
         self.list_path = None        # where rank 0 records this job's list at exit
         self.replay = None           # (source, reused, reread) when an image was replayed
 
@@ -98,9 +99,14 @@ class _Session:
                     # not in the image: this rank imports it itself, no collective
                     self.ctx.count("image_misses")
                     raise _Quiet("%r is not in the image" % (request,)) from None
+            # Once rank 0 has gone quiet, later waits are short: a rank whose
+            # root has stopped importing (or died) must not wait the full
+            # timeout at every import.
+            wait = min(self.timeout, 1.0) if self.stalled else self.timeout
             try:
-                label = self.ctx.receive(self.timeout)
+                label = self.ctx.receive(wait)
             except _core.Timeout:
+                self.stalled = True
                 raise _Fallback("nothing from rank 0 for %.3g s while importing %r: this rank "
                                 "imports in a different order than rank 0"
                                 % (self.timeout, request)) from None
@@ -110,6 +116,7 @@ class _Session:
             except _core.Error as e:
                 raise _Fallback("message from rank 0 rejected (%s) while importing %r"
                                 % (e, request)) from None
+            self.stalled = False
             if label != request:
                 self.ctx.count("out_of_order")
 
