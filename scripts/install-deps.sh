@@ -5,8 +5,8 @@ set -euo pipefail
 PKGS=(cmake make gcc g++ openmpi-bin libopenmpi-dev libgtest-dev libfuse3-dev fuse3 strace
       python3-dev python3-numpy python3-scipy python3-mpi4py python3-pytest)
 # Transports beyond mpi need their libraries too.
-case " ${TRANSPORT:-mpi} " in *ofi*) PKGS+=(libfabric-dev libpmix-dev) ;; esac
-case " ${TRANSPORT:-mpi} " in *ucx*) PKGS+=(libucx-dev libpmix-dev) ;; esac
+case " ${TRANSPORT:-mpi;ofi;ucx} " in *ofi*) PKGS+=(libfabric-dev libpmix-dev) ;; esac
+case " ${TRANSPORT:-mpi;ofi;ucx} " in *ucx*) PKGS+=(libucx-dev libpmix-dev) ;; esac
 
 missing=()
 for p in "${PKGS[@]}"; do

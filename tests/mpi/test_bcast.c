@@ -1,19 +1,24 @@
 /* test_bcast.c — multi-rank test of a transport's broadcast, barriers and node
- * grouping. Run as `mpirun -n P test_bcast <transport>`.
+ * grouping. Run as `mpirun -n P test_bcast <transport>`, for any transport.
  *
- * The transport is found by name in the registry and set up with its own
- * init (which starts MPI); the test then also uses MPI directly, between that
- * init and the final finalize, but only to agree on the verdict and to check
- * node grouping — never to help the transport.
+ * The test initialises MPI itself (before the transport's init, so the mpi
+ * transport borrows it, and the fabric transports run beside it) and
+ * finalises it after the transport's finalize. It uses MPI only to agree on
+ * the verdict and to check rank and node grouping — never to help the
+ * transport.
  *
- * Covered: byte-exact delivery for sizes around the transport's header block
- * (the mpi transport inlines 8176 bytes in an 8 KiB header), a few MiB and
- * 64 MiB, from every root (64 MiB: first and last root only), and one message
- * just past the 256 MiB piece limit (from the middle rank); several
- * broadcasts outstanding at once (root starts three back to back; receivers
- * one by one, or all three then waits in reverse order, with mixed roots);
- * timeouts that leave a broadcast pending and resumable; node_info with real
- * and simulated (ranks_per_node = 2) nodes; barrier and node_barrier.
+ * Covered: byte-exact delivery for sizes around the transports' header blocks
+ * (the mpi transport inlines 8176 bytes in an 8 KiB header, the tree of the
+ * fabric transports 8168), around the fabric transports' default 1 MiB chunk
+ * (chunk-1, chunk, chunk+1, inline+chunk+-1, 3 chunks+7), a few MiB, and 64 MiB,
+ * all from every root; one message just past the mpi transport's 256 MiB
+ * piece limit (from the middle rank); a third instance with a 64 KiB chunk
+ * (MPIIMPORT_CHUNK, read by the fabric transports' init; the mpi transport
+ * ignores it) for many-chunk pipelines; several broadcasts outstanding at once
+ * (root starts three back to back; receivers one by one, or all three then
+ * waits in reverse order, with mixed roots); timeouts that leave a broadcast
+ * pending and resumable; node_info with real and simulated (ranks_per_node =
+ * 2) nodes; barrier and node_barrier.
  *
  * Every payload is a xorshift stream seeded by root, size and a tag, so a
  * message delivered to the wrong broadcast or shifted is detected. Exit code
@@ -30,9 +35,15 @@
 #include "mpiimport/transport.h"
 
 /* The mpi transport's inline capacity (header block 8192 minus a 16-byte
- * prefix); other transports simply get a few extra sizes tested. */
+ * prefix) and the fabric transports' tree (8192 minus 24); every transport
+ * simply gets the sizes around both tested. */
 #define INLINE_GUESS 8176u
+#define TREE_INLINE_GUESS 8168u
 #define MIB ((size_t)1024u * 1024u)
+/* The fabric transports' default pipeline chunk, and the small one of the
+ * third instance. */
+#define CHUNK MIB
+#define SMALL_CHUNK ((size_t)64u * 1024u)
 /* Generous per-wait bound so a lost message fails instead of hanging. */
 #define WAIT_S 60.0
 
@@ -155,6 +166,8 @@ static void check_received(test_ctx *c, const char *what, int root, void *buf, s
 
 /* ---- cases -------------------------------------------------------------- */
 
+static void check_barriers(test_ctx *c, mpii_transport *t);
+
 /* One broadcast from root of len bytes, started and waited for at once. */
 static void one_bcast(test_ctx *c, mpii_transport *t, int root, size_t len, unsigned tag)
 {
@@ -184,6 +197,9 @@ static void test_sizes(test_ctx *c)
     const size_t small[] = {0,
                             1,
                             7,
+                            TREE_INLINE_GUESS - 1,
+                            TREE_INLINE_GUESS,
+                            TREE_INLINE_GUESS + 1,
                             INLINE_GUESS - 1,
                             INLINE_GUESS,
                             INLINE_GUESS + 1,
@@ -191,17 +207,55 @@ static void test_sizes(test_ctx *c)
                             8192,
                             8193,
                             3 * (size_t)INLINE_GUESS + 7,
-                            MIB,
-                            3 * MIB + 7};
+                            CHUNK - 1,
+                            CHUNK,
+                            CHUNK + 1,
+                            TREE_INLINE_GUESS + CHUNK - 1,
+                            TREE_INLINE_GUESS + CHUNK,
+                            TREE_INLINE_GUESS + CHUNK + 1,
+                            3 * CHUNK + 7};
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
         for (int root = 0; root < c->size; root++)
             one_bcast(c, c->t, root, small[i], 1);
-    one_bcast(c, c->t, 0, 64 * MIB, 1);
-    if (c->size > 1)
-        one_bcast(c, c->t, c->size - 1, 64 * MIB, 1);
+    for (int root = 0; root < c->size; root++)
+        one_bcast(c, c->t, root, 64 * MIB, 1);
     /* Past the mpi transport's 256 MiB piece limit: header, one full piece
      * and a 7-byte last piece (about 2.3 GiB of memory at 8 ranks). */
     one_bcast(c, c->t, c->size / 2, 256 * MIB + INLINE_GUESS + 7, 1);
+}
+
+/* A third instance whose fabric transports use a 64 KiB chunk: chunk
+ * boundaries again, and pipelines of hundreds of chunks from every root. */
+static void test_small_chunk(test_ctx *c)
+{
+    if (setenv("MPIIMPORT_CHUNK", "65536", 1) != 0)
+        fatal(c, "setenv MPIIMPORT_CHUNK", MPII_ERR_INVALID);
+    char err[256] = "";
+    mpii_transport_options opts = {0};
+    mpii_transport *t3 = NULL;
+    mpii_status st = c->ops->init(&opts, &t3, err, sizeof err);
+    if (unsetenv("MPIIMPORT_CHUNK") != 0)
+        fatal(c, "unsetenv MPIIMPORT_CHUNK", MPII_ERR_INVALID);
+    if (st != MPII_OK) {
+        FAIL(c, "init with MPIIMPORT_CHUNK=65536: %s (%s)", err, mpii_strerror(st));
+        fatal(c, "init", st);
+    }
+    const size_t sizes[] = {0,
+                            1,
+                            SMALL_CHUNK - 1,
+                            SMALL_CHUNK,
+                            SMALL_CHUNK + 1,
+                            TREE_INLINE_GUESS + SMALL_CHUNK - 1,
+                            TREE_INLINE_GUESS + SMALL_CHUNK,
+                            TREE_INLINE_GUESS + SMALL_CHUNK + 1,
+                            3 * SMALL_CHUNK + 7,
+                            TREE_INLINE_GUESS + 3 * SMALL_CHUNK,
+                            16 * MIB + 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int root = 0; root < c->size; root++)
+            one_bcast(c, t3, root, sizes[i], 3);
+    check_barriers(c, t3);
+    c->ops->finalize(t3);
 }
 
 /* Three broadcasts outstanding at once. Mode 0: one root starts all three
@@ -389,12 +443,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL test_bcast: no transport named '%s' in this build\n", argv[1]);
         return 2;
     }
+    /* MPI first, so the mpi transport borrows it and the fabric transports
+     * are shown to coexist with it. */
+    int mpi_up = 0, provided = 0;
+    if (MPI_Initialized(&mpi_up) != MPI_SUCCESS) {
+        fprintf(stderr, "FAIL test_bcast: MPI_Initialized failed\n");
+        return 2;
+    }
+    if (!mpi_up && MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "FAIL test_bcast: MPI_Init_thread failed\n");
+        return 2;
+    }
     char err[256] = "";
     mpii_transport_options opts = {0};
     mpii_status st = c.ops->init(&opts, &c.t, err, sizeof err);
     if (st != MPII_OK) {
         fprintf(stderr, "FAIL test_bcast: init of '%s': %s (%s)\n", argv[1], err,
                 mpii_strerror(st));
+        MPI_Abort(MPI_COMM_WORLD, 2);
         return 2;
     }
     c.rank = c.ops->rank(c.t);
@@ -426,6 +492,7 @@ int main(int argc, char **argv)
     c.ops->finalize(t2);
 
     test_sizes(&c);
+    test_small_chunk(&c);
     test_pipeline(&c, 0);
     test_pipeline(&c, 1);
     test_timeout(&c);
@@ -436,6 +503,10 @@ int main(int argc, char **argv)
         fatal(&c, "MPI_Allreduce (verdict)", MPII_ERR_TRANSPORT);
     double elapsed = now_s() - t0;
     c.ops->finalize(c.t);
+    if (!mpi_up && MPI_Finalize() != MPI_SUCCESS) {
+        fprintf(stderr, "FAIL test_bcast rank %d: MPI_Finalize failed\n", c.rank);
+        return 1;
+    }
 
     if (total[0] != 0) {
         if (c.rank == 0)

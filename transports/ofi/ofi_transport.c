@@ -1,0 +1,668 @@
+/* ofi_transport.c — the "ofi" transport: broadcasts and barriers over
+ * libfabric tagged messages, bootstrapped through PMIx, with no MPI.
+ *
+ * This file is the whole transport. It exports one symbol, mpii_ofi_ops,
+ * which the generated registry lists. It provides the point-to-point layer of
+ * p2p.h over one libfabric endpoint and leaves the broadcast and barrier
+ * algorithms to the shared tree (tree_bcast.h), and rank, node grouping and
+ * address exchange to the shared PMIx bootstrap (pmix_boot.h).
+ *
+ * Set-up. fi_getinfo asks for a reliable datagram endpoint (FI_EP_RDM) with
+ * tagged messages (FI_TAGGED), offering the FI_CONTEXT/FI_CONTEXT2 modes (every
+ * operation carries a struct fi_context2) and the FI_MR_LOCAL family of memory
+ * registration modes. libfabric itself applies FI_PROVIDER (and its other FI_*
+ * variables) to the answer, so users pick providers as with any libfabric
+ * program; the first answer is used. Then: fabric, domain, a completion queue
+ * (FI_CQ_FORMAT_TAGGED, polled), an address vector (FI_AV_TABLE), the
+ * endpoint; its fi_getname goes through the PMIx exchange and every rank's
+ * name is fi_av_insert'ed.
+ *
+ * Tags. Receives take any source (FI_DIRECTED_RECV is not required); the
+ * wire tag is the sender's rank in the top OFI_RANK_BITS bits above the
+ * caller's MPII_P2P_TAG_BITS-bit tag, and a receive matches all 64 bits.
+ *
+ * Requests. isend/irecv post fi_tsend/fi_trecv. When the provider answers
+ * -FI_EAGAIN the request is queued and posted again from progress (after the
+ * completion queue has been read), in order, so posting never blocks.
+ * Completions and errors (fi_cq_readerr) are read from the completion queue
+ * and marked on the request found through its context; test reports and frees
+ * it. A receive whose size differs from the one expected is MPII_ERR_CORRUPT,
+ * other errors MPII_ERR_TRANSPORT. With FI_MR_LOCAL every non-empty buffer is
+ * registered (fi_mr_reg) for the life of its operation. Messages larger than
+ * the provider's max_msg_size are refused, so the tree's chunk is capped at
+ * it; live requests sit on a list so that finalize can free whatever the tree
+ * left pending.
+ *
+ * Threads. Once the tree exists, every p2p call comes from the tree, under its
+ * mutex, from the caller's thread or the tree's background progress thread
+ * (tree_bcast.h): serialised, which is what FI_THREAD_DOMAIN asks for.
+ *
+ * Finalize destroys the tree first (stopping its thread; it leaves alone any
+ * memory a pending operation may still touch), then closes the endpoint
+ * (which drops its pending operations), the requests' registrations, the
+ * address vector, completion queue, domain and fabric, and finalises the
+ * PMIx bootstrap.
+ *
+ * options->before_finalize is never called: nothing shuts this transport's
+ * runtime down under it (an application's MPI_Finalize only drops Open MPI's
+ * reference to PMIx, and libfabric is ours), so the session ends when the
+ * caller ends it.
+ *
+ * MPIIMPORT_CHUNK (bytes, optional K/M/G suffix) sets the tree's pipeline
+ * chunk. Library code never prints: errors are return codes and, for init, a
+ * sentence. */
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpiimport/status.h"
+#include "mpiimport/transport.h"
+#include "p2p.h"
+#include "pmix_boot.h"
+#include "tree_bcast.h"
+
+/* Wire tag: sender rank in the top 24 bits (16 M ranks), caller's tag below. */
+#define OFI_RANK_BITS (64u - MPII_P2P_TAG_BITS)
+#define OFI_TAG_MASK ((UINT64_C(1) << MPII_P2P_TAG_BITS) - 1u)
+#define OFI_MAX_RANKS (1L << OFI_RANK_BITS)
+/* Completion entries read per fi_cq_read, and reads per progress call. */
+#define OFI_CQ_BATCH 16
+#define OFI_CQ_ROUNDS 64
+/* Largest MPIIMPORT_CHUNK accepted: 1 GiB. */
+#define OFI_MAX_CHUNK ((size_t)1 << 30)
+
+struct mpii_p2p_req {
+    struct fi_context2 ctx;            /* first: a CQ entry's op_context is &ctx */
+    struct mpii_p2p_req *prev, *next;  /* the p2p's list of live requests */
+    struct mpii_p2p_req *queue_next;   /* the queue of requests not yet posted */
+    int is_recv;
+    int queued;        /* the provider has not accepted it yet (-FI_EAGAIN) */
+    int done;
+    mpii_status status; /* once done */
+    int peer;
+    uint64_t wire_tag;
+    void *buf;
+    size_t len;
+    struct fid_mr *mr;  /* FI_MR_LOCAL registration, or NULL */
+};
+
+struct mpii_p2p {
+    struct fi_info *info;
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_cq *cq;
+    struct fid_av *av;
+    struct fid_ep *ep;
+    int rank;
+    int size;
+    int mr_local;          /* the provider needs local buffers registered */
+    uint64_t next_mr_key;  /* requested keys, when the provider does not pick them */
+    size_t max_msg;
+    fi_addr_t *peers;      /* size entries from fi_av_insert */
+    mpii_status error;     /* sticky failure of the completion queue itself */
+    struct mpii_p2p_req *live;
+    struct mpii_p2p_req *queue_head, *queue_tail;
+};
+
+struct mpii_transport {
+    struct mpii_p2p p2p;
+    mpii_pmix_boot *boot;
+    mpii_tree *tree;
+    mpii_node_info node;
+    const int *node_ranks; /* owned by boot */
+    int rank;
+    int size;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void set_err(char *err, size_t cap, const char *fmt, ...)
+{
+    if (err == NULL || cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err, cap, fmt, ap); /* truncation is acceptable */
+    va_end(ap);
+    if (n < 0)
+        err[0] = '\0';
+}
+
+/* Parses MPIIMPORT_CHUNK: decimal bytes with an optional K, M or G (binary)
+ * suffix; *chunk = 0 when unset (the tree's default). */
+static mpii_status read_chunk(size_t *chunk, char *err, size_t err_cap)
+{
+    *chunk = 0;
+    const char *s = getenv("MPIIMPORT_CHUNK");
+    if (s == NULL || s[0] == '\0')
+        return MPII_OK;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
+    unsigned long long mult = 1;
+    if (end != NULL && errno == 0) {
+        if (*end == 'k' || *end == 'K')
+            mult = 1ull << 10;
+        else if (*end == 'm' || *end == 'M')
+            mult = 1ull << 20;
+        else if (*end == 'g' || *end == 'G')
+            mult = 1ull << 30;
+        if (mult != 1)
+            end++;
+    }
+    if (end == NULL || errno != 0 || *end != '\0' || v == 0 ||
+        v > (unsigned long long)OFI_MAX_CHUNK / mult) {
+        set_err(err, err_cap,
+                "ofi transport: MPIIMPORT_CHUNK='%.40s' must be 1 .. %zu bytes (K/M/G allowed)",
+                s, OFI_MAX_CHUNK);
+        return MPII_ERR_INVALID;
+    }
+    *chunk = (size_t)(v * mult);
+    return MPII_OK;
+}
+
+static void close_fid(struct fid *fid)
+{
+    if (fid != NULL)
+        (void)fi_close(fid); /* nothing useful can be done if closing fails */
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void req_unlink_free(struct mpii_p2p *p, struct mpii_p2p_req *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        p->live = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    if (r->mr != NULL)
+        close_fid(&r->mr->fid);
+    free(r);
+}
+
+static void req_complete(struct mpii_p2p_req *r, mpii_status st)
+{
+    if (r->done)
+        return;
+    r->done = 1;
+    r->status = st;
+}
+
+/* Hands r to the provider: 0, -FI_EAGAIN (try later) or another error. */
+static ssize_t req_post(struct mpii_p2p *p, struct mpii_p2p_req *r)
+{
+    void *desc = r->mr != NULL ? fi_mr_desc(r->mr) : NULL;
+    if (r->is_recv)
+        return fi_trecv(p->ep, r->buf, r->len, desc, FI_ADDR_UNSPEC, r->wire_tag, 0, &r->ctx);
+    return fi_tsend(p->ep, r->buf, r->len, desc, p->peers[r->peer], r->wire_tag, &r->ctx);
+}
+
+/* Reads the completion queue until it is empty (bounded). */
+static mpii_status drain_cq(struct mpii_p2p *p)
+{
+    if (p->error != MPII_OK)
+        return p->error;
+    struct fi_cq_tagged_entry e[OFI_CQ_BATCH];
+    for (int round = 0; round < OFI_CQ_ROUNDS; round++) {
+        ssize_t n = fi_cq_read(p->cq, e, OFI_CQ_BATCH);
+        if (n == -FI_EAGAIN)
+            return MPII_OK;
+        if (n == -FI_EAVAIL) {
+            struct fi_cq_err_entry ee;
+            memset(&ee, 0, sizeof ee);
+            ssize_t rc = fi_cq_readerr(p->cq, &ee, 0);
+            if (rc == -FI_EAGAIN)
+                continue;
+            if (rc < 0 || ee.op_context == NULL) {
+                p->error = MPII_ERR_TRANSPORT; /* an error that names no operation */
+                return p->error;
+            }
+            struct mpii_p2p_req *r = ee.op_context;
+            req_complete(r, ee.err == FI_ETRUNC ? MPII_ERR_CORRUPT : MPII_ERR_TRANSPORT);
+            continue;
+        }
+        if (n < 0) {
+            p->error = MPII_ERR_TRANSPORT;
+            return p->error;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            struct mpii_p2p_req *r = e[i].op_context;
+            if (r == NULL)
+                continue;
+            req_complete(r, r->is_recv && e[i].len != r->len ? MPII_ERR_CORRUPT : MPII_OK);
+        }
+        if (n < OFI_CQ_BATCH)
+            return MPII_OK;
+    }
+    return MPII_OK;
+}
+
+/* Posts the queued requests in order until the provider pushes back. */
+static void flush_queue(struct mpii_p2p *p)
+{
+    while (p->queue_head != NULL) {
+        struct mpii_p2p_req *r = p->queue_head;
+        ssize_t rc = req_post(p, r);
+        if (rc == -FI_EAGAIN)
+            return;
+        p->queue_head = r->queue_next;
+        if (p->queue_head == NULL)
+            p->queue_tail = NULL;
+        r->queue_next = NULL;
+        r->queued = 0;
+        if (rc != 0)
+            req_complete(r, MPII_ERR_TRANSPORT);
+    }
+}
+
+static mpii_status ofi_progress(mpii_p2p *p)
+{
+    if (p == NULL)
+        return MPII_ERR_INVALID;
+    mpii_status st = drain_cq(p);
+    if (st != MPII_OK)
+        return st;
+    flush_queue(p);
+    return MPII_OK;
+}
+
+/* Common part of isend and irecv. */
+static mpii_status start_op(struct mpii_p2p *p, int is_recv, int peer, uint64_t tag, void *buf,
+                            size_t len, mpii_p2p_req **out)
+{
+    if (p == NULL || out == NULL)
+        return MPII_ERR_INVALID;
+    *out = NULL;
+    if (peer < 0 || peer >= p->size || (tag & ~OFI_TAG_MASK) != 0 || (buf == NULL && len > 0) ||
+        len > p->max_msg)
+        return MPII_ERR_INVALID;
+    if (p->error != MPII_OK)
+        return p->error;
+    struct mpii_p2p_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return MPII_ERR_NOMEM;
+    r->is_recv = is_recv;
+    r->peer = peer;
+    r->wire_tag = ((uint64_t)(is_recv ? peer : p->rank) << MPII_P2P_TAG_BITS) | tag;
+    r->buf = buf;
+    r->len = len;
+    r->status = MPII_OK;
+    if (p->mr_local && len > 0) {
+        int rc = fi_mr_reg(p->domain, buf, len, is_recv ? FI_RECV : FI_SEND, 0,
+                           p->next_mr_key++, 0, &r->mr, NULL);
+        if (rc != 0) {
+            free(r);
+            return MPII_ERR_TRANSPORT;
+        }
+    }
+    r->next = p->live;
+    if (p->live != NULL)
+        p->live->prev = r;
+    p->live = r;
+
+    ssize_t rc = -FI_EAGAIN;
+    if (p->queue_head == NULL) {
+        rc = req_post(p, r);
+        if (rc == -FI_EAGAIN && drain_cq(p) == MPII_OK)
+            rc = req_post(p, r); /* the provider may have freed resources */
+    }
+    if (rc == -FI_EAGAIN) {
+        /* Keep the order of posting: behind whatever is already queued. */
+        r->queued = 1;
+        if (p->queue_tail != NULL)
+            p->queue_tail->queue_next = r;
+        else
+            p->queue_head = r;
+        p->queue_tail = r;
+    } else if (rc != 0) {
+        req_unlink_free(p, r);
+        return MPII_ERR_TRANSPORT;
+    }
+    *out = r;
+    return MPII_OK;
+}
+
+static mpii_status ofi_isend(mpii_p2p *p, int peer, uint64_t tag, const void *buf, size_t len,
+                             mpii_p2p_req **out)
+{
+    /* fi_tsend only reads the buffer; the request keeps it as void *. */
+    return start_op(p, 0, peer, tag, (void *)(uintptr_t)buf, len, out);
+}
+
+static mpii_status ofi_irecv(mpii_p2p *p, int peer, uint64_t tag, void *buf, size_t len,
+                             mpii_p2p_req **out)
+{
+    return start_op(p, 1, peer, tag, buf, len, out);
+}
+
+static mpii_status ofi_test(mpii_p2p *p, mpii_p2p_req *r, int *done)
+{
+    if (p == NULL || r == NULL || done == NULL)
+        return MPII_ERR_INVALID;
+    *done = 0;
+    if (!r->done) {
+        mpii_status st = ofi_progress(p);
+        if (st != MPII_OK)
+            return st;
+        if (!r->done)
+            return MPII_OK;
+    }
+    mpii_status st = r->status;
+    req_unlink_free(p, r);
+    *done = 1;
+    return st;
+}
+
+static const mpii_p2p_ops ofi_p2p_ops = {
+    .isend = ofi_isend,
+    .irecv = ofi_irecv,
+    .test = ofi_test,
+    .progress = ofi_progress,
+};
+
+/* ---- libfabric set-up and tear-down ------------------------------------- */
+
+static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, size_t err_cap)
+{
+    p->rank = rank;
+    p->size = size;
+    p->error = MPII_OK;
+    struct fi_info *hints = fi_allocinfo();
+    if (hints == NULL) {
+        set_err(err, err_cap, "ofi transport: out of memory (fi_allocinfo)");
+        return MPII_ERR_NOMEM;
+    }
+    hints->caps = FI_TAGGED;
+    hints->mode = FI_CONTEXT | FI_CONTEXT2;
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+    hints->domain_attr->threading = FI_THREAD_DOMAIN;
+    hints->domain_attr->av_type = FI_AV_TABLE;
+    int rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
+                        &p->info);
+    fi_freeinfo(hints);
+    if (rc != 0 || p->info == NULL) {
+        const char *prov = getenv("FI_PROVIDER");
+        set_err(err, err_cap,
+                "ofi transport: no libfabric provider offers reliable tagged messaging "
+                "(fi_getinfo: %s; FI_PROVIDER=%s)",
+                fi_strerror(rc < 0 ? -rc : rc), prov != NULL ? prov : "(unset)");
+        p->info = NULL;
+        return MPII_ERR_TRANSPORT;
+    }
+    const char *prov = p->info->fabric_attr != NULL && p->info->fabric_attr->prov_name != NULL
+                           ? p->info->fabric_attr->prov_name
+                           : "?";
+    p->mr_local = (p->info->domain_attr->mr_mode & FI_MR_LOCAL) != 0;
+    p->max_msg = p->info->ep_attr->max_msg_size;
+    if (p->max_msg < MPII_TREE_HEADER_BYTES) {
+        set_err(err, err_cap,
+                "ofi transport: provider %s carries messages of at most %zu bytes; %u needed",
+                prov, p->max_msg, MPII_TREE_HEADER_BYTES);
+        return MPII_ERR_TRANSPORT;
+    }
+
+#define OFI_TRY(call, what)                                                                   \
+    do {                                                                                      \
+        int rc_ = (call);                                                                     \
+        if (rc_ != 0) {                                                                       \
+            set_err(err, err_cap, "ofi transport: %s failed (provider %s): %s", what, prov,   \
+                    fi_strerror(rc_ < 0 ? -rc_ : rc_));                                       \
+            return MPII_ERR_TRANSPORT;                                                        \
+        }                                                                                     \
+    } while (0)
+
+    OFI_TRY(fi_fabric(p->info->fabric_attr, &p->fabric, NULL), "fi_fabric");
+    OFI_TRY(fi_domain(p->fabric, p->info, &p->domain, NULL), "fi_domain");
+    struct fi_cq_attr cq_attr;
+    memset(&cq_attr, 0, sizeof cq_attr);
+    cq_attr.format = FI_CQ_FORMAT_TAGGED;
+    cq_attr.wait_obj = FI_WAIT_NONE;
+    OFI_TRY(fi_cq_open(p->domain, &cq_attr, &p->cq, NULL), "fi_cq_open");
+    struct fi_av_attr av_attr;
+    memset(&av_attr, 0, sizeof av_attr);
+    av_attr.type = FI_AV_TABLE;
+    av_attr.count = (size_t)size;
+    OFI_TRY(fi_av_open(p->domain, &av_attr, &p->av, NULL), "fi_av_open");
+    OFI_TRY(fi_endpoint(p->domain, p->info, &p->ep, NULL), "fi_endpoint");
+    OFI_TRY(fi_ep_bind(p->ep, &p->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind (CQ)");
+    OFI_TRY(fi_ep_bind(p->ep, &p->av->fid, 0), "fi_ep_bind (AV)");
+    OFI_TRY(fi_enable(p->ep), "fi_enable");
+#undef OFI_TRY
+    return MPII_OK;
+}
+
+/* Publishes our endpoint name, fetches everyone's and inserts them. */
+static mpii_status p2p_connect(struct mpii_p2p *p, mpii_pmix_boot *boot, char *err,
+                               size_t err_cap)
+{
+    unsigned char small[256];
+    unsigned char *name = small;
+    size_t name_len = sizeof small;
+    int rc = fi_getname(&p->ep->fid, name, &name_len);
+    if (rc == -FI_ETOOSMALL) {
+        name = malloc(name_len);
+        if (name == NULL) {
+            set_err(err, err_cap, "ofi transport: out of memory");
+            return MPII_ERR_NOMEM;
+        }
+        rc = fi_getname(&p->ep->fid, name, &name_len);
+    }
+    if (rc != 0) {
+        if (name != small)
+            free(name);
+        set_err(err, err_cap, "ofi transport: fi_getname failed: %s",
+                fi_strerror(rc < 0 ? -rc : rc));
+        return MPII_ERR_TRANSPORT;
+    }
+    void **addrs = NULL;
+    size_t *lens = NULL;
+    mpii_status st = mpii_pmix_boot_exchange(boot, "ofi", name, name_len, &addrs, &lens);
+    if (name != small)
+        free(name);
+    if (st != MPII_OK) {
+        set_err(err, err_cap, "ofi transport: address exchange through PMIx failed: %s",
+                mpii_strerror(st));
+        return st;
+    }
+    p->peers = malloc((size_t)p->size * sizeof *p->peers);
+    if (p->peers == NULL) {
+        mpii_pmix_boot_free_addrs(boot, addrs, lens);
+        set_err(err, err_cap, "ofi transport: out of memory");
+        return MPII_ERR_NOMEM;
+    }
+    for (int r = 0; r < p->size; r++) {
+        p->peers[r] = FI_ADDR_NOTAVAIL;
+        int n = fi_av_insert(p->av, addrs[r], 1, &p->peers[r], 0, NULL);
+        if (n != 1 || p->peers[r] == FI_ADDR_NOTAVAIL) {
+            mpii_pmix_boot_free_addrs(boot, addrs, lens);
+            set_err(err, err_cap, "ofi transport: fi_av_insert of rank %d's address failed: %s",
+                    r, n < 0 ? fi_strerror(-n) : "not inserted");
+            return MPII_ERR_TRANSPORT;
+        }
+    }
+    mpii_pmix_boot_free_addrs(boot, addrs, lens);
+    return MPII_OK;
+}
+
+static void p2p_close(struct mpii_p2p *p)
+{
+    /* The endpoint first: it drops its pending operations, so nothing writes
+     * into a buffer after this; then the registrations (before the domain). */
+    if (p->ep != NULL)
+        close_fid(&p->ep->fid);
+    p->ep = NULL;
+    while (p->live != NULL)
+        req_unlink_free(p, p->live);
+    p->queue_head = p->queue_tail = NULL;
+    if (p->av != NULL)
+        close_fid(&p->av->fid);
+    if (p->cq != NULL)
+        close_fid(&p->cq->fid);
+    if (p->domain != NULL)
+        close_fid(&p->domain->fid);
+    if (p->fabric != NULL)
+        close_fid(&p->fabric->fid);
+    p->av = NULL;
+    p->cq = NULL;
+    p->domain = NULL;
+    p->fabric = NULL;
+    if (p->info != NULL)
+        fi_freeinfo(p->info);
+    p->info = NULL;
+    free(p->peers);
+    p->peers = NULL;
+}
+
+/* ---- transport ops ------------------------------------------------------ */
+
+static void ofi_finalize(mpii_transport *t)
+{
+    if (t == NULL)
+        return;
+    /* The tree first: it stops its background thread, the only other user of
+     * the endpoint, and keeps whatever a pending operation may touch. */
+    if (t->tree != NULL)
+        mpii_tree_destroy(t->tree);
+    t->tree = NULL;
+    p2p_close(&t->p2p);
+    if (t->boot != NULL)
+        mpii_pmix_boot_finalize(t->boot);
+    free(t);
+}
+
+static mpii_status ofi_init(const mpii_transport_options *options, mpii_transport **out,
+                            char *err, size_t err_cap)
+{
+    if (out == NULL) {
+        set_err(err, err_cap, "ofi transport: no place for the transport handle");
+        return MPII_ERR_INVALID;
+    }
+    *out = NULL;
+    int ranks_per_node = options != NULL ? options->ranks_per_node : 0;
+    if (ranks_per_node < 0) {
+        set_err(err, err_cap, "ofi transport: ranks_per_node must be >= 0, got %d",
+                ranks_per_node);
+        return MPII_ERR_INVALID;
+    }
+    size_t chunk = 0;
+    mpii_status st = read_chunk(&chunk, err, err_cap);
+    if (st != MPII_OK)
+        return st;
+
+    mpii_transport *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        set_err(err, err_cap, "ofi transport: out of memory");
+        return MPII_ERR_NOMEM;
+    }
+    st = mpii_pmix_boot_init(ranks_per_node, &t->boot, err, err_cap);
+    if (st != MPII_OK) {
+        free(t);
+        return st;
+    }
+    t->rank = mpii_pmix_boot_rank(t->boot);
+    t->size = mpii_pmix_boot_size(t->boot);
+    if (t->size < 1 || t->size > OFI_MAX_RANKS || t->rank < 0 || t->rank >= t->size) {
+        set_err(err, err_cap, "ofi transport: rank %d of %d is out of range (at most %ld ranks)",
+                t->rank, t->size, OFI_MAX_RANKS);
+        st = MPII_ERR_TRANSPORT;
+        goto fail;
+    }
+    st = mpii_pmix_boot_node(t->boot, &t->node, &t->node_ranks);
+    if (st != MPII_OK) {
+        set_err(err, err_cap, "ofi transport: node grouping through PMIx failed: %s",
+                mpii_strerror(st));
+        goto fail;
+    }
+    st = p2p_open(&t->p2p, t->rank, t->size, err, err_cap);
+    if (st != MPII_OK)
+        goto fail;
+    st = p2p_connect(&t->p2p, t->boot, err, err_cap);
+    if (st != MPII_OK)
+        goto fail;
+    if (chunk == 0)
+        chunk = MPII_TREE_DEFAULT_CHUNK;
+    if (chunk > t->p2p.max_msg)
+        chunk = t->p2p.max_msg;
+    st = mpii_tree_create(&ofi_p2p_ops, &t->p2p, t->rank, t->size, chunk, &t->tree);
+    if (st != MPII_OK) {
+        t->tree = NULL;
+        set_err(err, err_cap, "ofi transport: setting up the broadcast tree failed: %s",
+                mpii_strerror(st));
+        goto fail;
+    }
+    *out = t;
+    return MPII_OK;
+
+fail:
+    ofi_finalize(t);
+    return st;
+}
+
+static int ofi_rank(const mpii_transport *t) { return t != NULL ? t->rank : -1; }
+
+static int ofi_size(const mpii_transport *t) { return t != NULL ? t->size : -1; }
+
+static mpii_status ofi_node_info(const mpii_transport *t, mpii_node_info *info)
+{
+    if (t == NULL || info == NULL)
+        return MPII_ERR_INVALID;
+    *info = t->node;
+    return MPII_OK;
+}
+
+static mpii_status ofi_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
+                                   mpii_bcast_req **req)
+{
+    if (t == NULL)
+        return MPII_ERR_INVALID;
+    return mpii_tree_bcast_start(t->tree, root, buf, len, req);
+}
+
+static mpii_status ofi_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
+                                  void **buf, size_t *len)
+{
+    if (t == NULL)
+        return MPII_ERR_INVALID;
+    return mpii_tree_bcast_wait(t->tree, req, timeout_s, buf, len);
+}
+
+static mpii_status ofi_barrier(mpii_transport *t, double timeout_s)
+{
+    if (t == NULL)
+        return MPII_ERR_INVALID;
+    return mpii_tree_barrier(t->tree, NULL, t->size, timeout_s);
+}
+
+static mpii_status ofi_node_barrier(mpii_transport *t, double timeout_s)
+{
+    if (t == NULL)
+        return MPII_ERR_INVALID;
+    return mpii_tree_barrier(t->tree, t->node_ranks, t->node.local_size, timeout_s);
+}
+
+const mpii_transport_ops mpii_ofi_ops = {
+    .name = "ofi",
+    .init = ofi_init,
+    .rank = ofi_rank,
+    .size = ofi_size,
+    .node_info = ofi_node_info,
+    .bcast_start = ofi_bcast_start,
+    .bcast_wait = ofi_bcast_wait,
+    .barrier = ofi_barrier,
+    .node_barrier = ofi_node_barrier,
+    .finalize = ofi_finalize,
+};
