@@ -2,7 +2,7 @@
 # install-deps.sh — installs the Debian 12 packages mpiimport builds, tests and
 # demonstrates with (only those missing). Needs root, or sudo.
 set -euo pipefail
-PKGS=(cmake make gcc g++ openmpi-bin libopenmpi-dev libgtest-dev libfuse3-dev fuse3 strace
+PKGS=(cmake make gcc g++ pkg-config openmpi-bin libopenmpi-dev libgtest-dev libfuse3-dev fuse3 strace
       python3-dev python3-numpy python3-scipy python3-mpi4py python3-pytest)
 # Transports beyond mpi need their libraries too.
 case " ${TRANSPORT:-mpi;ofi;ucx} " in *ofi*) PKGS+=(libfabric-dev libpmix-dev) ;; esac

@@ -891,6 +891,9 @@ mpii_status mpii_context_finish(mpii_context *ctx)
             if (st != MPII_ERR_ENDED)
                 result = st;
         }
+    } else if (ctx->size > 1 && ctx->rank == 0) {
+        /* Frozen: every rank took the one message at install(); complete it. */
+        result = progress_sends(ctx, timeout);
     }
     /* Nobody on this node uses the stage any more once all have arrived. */
     st = ctx->ops->node_barrier(ctx->transport, timeout);
@@ -916,12 +919,17 @@ void mpii_context_destroy(mpii_context *ctx)
         return;
     if (ctx->stage != NULL)
         mpii_stage_close(ctx->stage);
+    if (ctx->nsends > 0) {
+        /* Sends that never completed (a rank never drained them: it died or
+         * hung). Finalising the runtime under pending operations crashes
+         * some MPI libraries, so the transport and the buffers it may still
+         * read are left to the end of the process. */
+        ctx->transport = NULL;
+        ctx->sends = NULL;
+        ctx->nsends = 0;
+    }
     if (ctx->transport != NULL)
         ctx->ops->finalize(ctx->transport);
-    /* Sends never completed (a receiver died): their buffers go only after
-     * the transport, which may still have been reading them. */
-    for (size_t i = 0; i < ctx->nsends; i++)
-        free(ctx->sends[i].buf);
     free(ctx->sends);
     mpii_image_destroy(ctx->known);
     mpii_image_destroy(ctx->outgoing);

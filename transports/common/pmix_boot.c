@@ -31,13 +31,13 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fabric.h"
 #include "pmix_boot.h"
 
 /* Bound on the address-exchange fence, seconds. */
@@ -50,18 +50,6 @@ struct mpii_pmix_boot {
     mpii_node_info node;
     int *node_ranks; /* node.local_size world ranks, ascending */
 };
-
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-    if (err == NULL || cap == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, cap, fmt, ap); /* truncation is acceptable */
-    va_end(ap);
-    if (n < 0)
-        err[0] = '\0';
-}
 
 /* Reads an integer-typed PMIx value as an int in 0..INT_MAX. */
 static int value_to_int(const pmix_value_t *v, int *out)
@@ -235,15 +223,15 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
 {
     int *node_of = malloc((size_t)b->size * sizeof *node_of);
     if (node_of == NULL) {
-        set_err(err, err_cap, "PMIx bootstrap: out of memory");
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
         return MPII_ERR_NOMEM;
     }
     if (!nodes_from_nodeid(b, node_of) && !nodes_from_resolve(b, node_of)) {
         free(node_of);
-        set_err(err, err_cap,
-                "PMIx bootstrap: the launcher gives neither PMIX_NODEID per rank nor a "
-                "resolvable node list, so nodes cannot be numbered "
-                "(MPIIMPORT_RANKS_PER_NODE=N simulates nodes instead)");
+        mpii_fabric_set_err(err, err_cap,
+                            "PMIx bootstrap: the launcher gives neither PMIX_NODEID per rank nor a "
+                            "resolvable node list, so nodes cannot be numbered "
+                            "(MPIIMPORT_RANKS_PER_NODE=N simulates nodes instead)");
         return MPII_ERR_TRANSPORT;
     }
     const int mine = node_of[b->rank];
@@ -257,8 +245,9 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
         v->type == PMIX_STRING && v->data.string != NULL) {
         st = parse_peers(v->data.string, b->size, &b->node_ranks, &b->node.local_size);
         if (st != MPII_OK)
-            set_err(err, err_cap, "PMIx bootstrap: cannot read PMIX_LOCAL_PEERS '%.200s'",
-                    v->data.string);
+            mpii_fabric_set_err(err, err_cap,
+                                "PMIx bootstrap: cannot read PMIX_LOCAL_PEERS '%.200s'",
+                                v->data.string);
     } else {
         int n = 0;
         for (int r = 0; r < b->size; r++)
@@ -266,7 +255,7 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
         b->node_ranks = malloc((size_t)n * sizeof *b->node_ranks);
         if (b->node_ranks == NULL) {
             st = MPII_ERR_NOMEM;
-            set_err(err, err_cap, "PMIx bootstrap: out of memory");
+            mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
         } else {
             b->node.local_size = 0;
             for (int r = 0; r < b->size; r++)
@@ -284,10 +273,11 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
     for (int i = 0; i < b->node.local_size; i++) {
         if (node_of[b->node_ranks[i]] != mine) {
             free(node_of);
-            set_err(err, err_cap,
-                    "PMIx bootstrap: PMIX_LOCAL_PEERS lists rank %d, which the job map places "
-                    "on another node",
-                    b->node_ranks[i]);
+            mpii_fabric_set_err(
+                err, err_cap,
+                "PMIx bootstrap: PMIX_LOCAL_PEERS lists rank %d, which the job map places "
+                "on another node",
+                b->node_ranks[i]);
             return MPII_ERR_CORRUPT;
         }
         if (b->node_ranks[i] == b->rank) {
@@ -297,8 +287,8 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
     }
     if (!found) {
         free(node_of);
-        set_err(err, err_cap, "PMIx bootstrap: PMIX_LOCAL_PEERS does not list this rank (%d)",
-                b->rank);
+        mpii_fabric_set_err(
+            err, err_cap, "PMIx bootstrap: PMIX_LOCAL_PEERS does not list this rank (%d)", b->rank);
         return MPII_ERR_CORRUPT;
     }
 
@@ -307,7 +297,7 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
     uint64_t *pairs = malloc((size_t)b->size * sizeof *pairs);
     if (pairs == NULL) {
         free(node_of);
-        set_err(err, err_cap, "PMIx bootstrap: out of memory");
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
         return MPII_ERR_NOMEM;
     }
     for (int r = 0; r < b->size; r++)
@@ -348,23 +338,23 @@ mpii_status mpii_pmix_boot_init(int ranks_per_node, mpii_pmix_boot **out, char *
                                 size_t err_cap)
 {
     if (out == NULL || ranks_per_node < 0) {
-        set_err(err, err_cap, "PMIx bootstrap: invalid arguments");
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: invalid arguments");
         return MPII_ERR_INVALID;
     }
     *out = NULL;
     mpii_pmix_boot *b = calloc(1, sizeof *b);
     if (b == NULL) {
-        set_err(err, err_cap, "PMIx bootstrap: out of memory");
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
         return MPII_ERR_NOMEM;
     }
     PMIX_PROC_CONSTRUCT(&b->me);
     pmix_status_t rc = PMIx_Init(&b->me, NULL, 0);
     if (rc != PMIX_SUCCESS) {
         free(b);
-        set_err(err, err_cap,
-                "PMIx_Init failed (%s): no PMIx server to connect to; run under a PMIx "
-                "launcher such as mpirun, prterun or srun --mpi=pmix",
-                PMIx_Error_string(rc));
+        mpii_fabric_set_err(err, err_cap,
+                            "PMIx_Init failed (%s): no PMIx server to connect to; run under a PMIx "
+                            "launcher such as mpirun, prterun or srun --mpi=pmix",
+                            PMIx_Error_string(rc));
         return MPII_ERR_TRANSPORT;
     }
     /* From here on, failures go through mpii_pmix_boot_finalize. */
@@ -372,20 +362,20 @@ mpii_status mpii_pmix_boot_init(int ranks_per_node, mpii_pmix_boot **out, char *
     pmix_proc_t wild;
     PMIX_LOAD_PROCID(&wild, b->me.nspace, PMIX_RANK_WILDCARD);
     if ((rc = get_int(&wild, PMIX_JOB_SIZE, 0, &b->size)) != PMIX_SUCCESS) {
-        set_err(err, err_cap, "PMIx bootstrap: PMIx_Get(PMIX_JOB_SIZE) failed: %s",
-                PMIx_Error_string(rc));
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: PMIx_Get(PMIX_JOB_SIZE) failed: %s",
+                            PMIx_Error_string(rc));
         goto fail;
     }
     if (b->me.rank >= (pmix_rank_t)INT_MAX || b->size < 1 || (int)b->me.rank >= b->size) {
-        set_err(err, err_cap, "PMIx bootstrap: rank %lu outside a job of %d",
-                (unsigned long)b->me.rank, b->size);
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: rank %lu outside a job of %d",
+                            (unsigned long)b->me.rank, b->size);
         goto fail;
     }
     b->rank = (int)b->me.rank;
     if (ranks_per_node > 0) {
         st = simulated_nodes(b, ranks_per_node);
         if (st != MPII_OK) {
-            set_err(err, err_cap, "PMIx bootstrap: out of memory");
+            mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
             goto fail;
         }
     } else {

@@ -1,11 +1,12 @@
 /* ofi_transport.c — the "ofi" transport: broadcasts and barriers over
  * libfabric tagged messages, bootstrapped through PMIx, with no MPI.
  *
- * This file is the whole transport. It exports one symbol, mpii_ofi_ops,
- * which the generated registry lists. It provides the point-to-point layer of
- * p2p.h over one libfabric endpoint and leaves the broadcast and barrier
- * algorithms to the shared tree (tree_bcast.h), and rank, node grouping and
- * address exchange to the shared PMIx bootstrap (pmix_boot.h).
+ * This file exports one symbol, mpii_ofi_ops, which the generated registry
+ * lists. It provides the point-to-point layer of p2p.h over one libfabric
+ * endpoint, as the driver of the shared fabric skeleton (fabric.h: init,
+ * MPIIMPORT_CHUNK, forwarding, finalize order), and leaves the broadcast and
+ * barrier algorithms to the shared tree (tree_bcast.h), and rank, node
+ * grouping and address exchange to the shared PMIx bootstrap (pmix_boot.h).
  *
  * Set-up. fi_getinfo asks for a reliable datagram endpoint (FI_EP_RDM) with
  * tagged messages (FI_TAGGED), offering the FI_CONTEXT/FI_CONTEXT2 modes (every
@@ -48,9 +49,9 @@
  * reference to PMIx, and libfabric is ours), so the session ends when the
  * caller ends it.
  *
- * MPIIMPORT_CHUNK (bytes, optional K/M/G suffix) sets the tree's pipeline
- * chunk. Library code never prints: errors are return codes and, for init, a
- * sentence. */
+ * MPIIMPORT_CHUNK (bytes, optional K/M/G suffix; read by fabric.c) sets the
+ * tree's pipeline chunk, capped at max_msg_size. Library code never prints:
+ * errors are return codes and, for init, a sentence. */
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
@@ -58,9 +59,6 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
 
-#include <ctype.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +66,7 @@
 
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
+#include "fabric.h"
 #include "p2p.h"
 #include "pmix_boot.h"
 #include "tree_bcast.h"
@@ -75,12 +74,9 @@
 /* Wire tag: sender rank in the top 24 bits (16 M ranks), caller's tag below. */
 #define OFI_RANK_BITS (64u - MPII_P2P_TAG_BITS)
 #define OFI_TAG_MASK ((UINT64_C(1) << MPII_P2P_TAG_BITS) - 1u)
-#define OFI_MAX_RANKS (1L << OFI_RANK_BITS)
 /* Completion entries read per fi_cq_read, and reads per progress call. */
 #define OFI_CQ_BATCH 16
 #define OFI_CQ_ROUNDS 64
-/* Largest MPIIMPORT_CHUNK accepted: 1 GiB. */
-#define OFI_MAX_CHUNK ((size_t)1 << 30)
 
 struct mpii_p2p_req {
     struct fi_context2 ctx;            /* first: a CQ entry's op_context is &ctx */
@@ -115,62 +111,7 @@ struct mpii_p2p {
     struct mpii_p2p_req *queue_head, *queue_tail;
 };
 
-struct mpii_transport {
-    struct mpii_p2p p2p;
-    mpii_pmix_boot *boot;
-    mpii_tree *tree;
-    mpii_node_info node;
-    const int *node_ranks; /* owned by boot */
-    int rank;
-    int size;
-};
-
 /* ---- helpers ------------------------------------------------------------ */
-
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-    if (err == NULL || cap == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, cap, fmt, ap); /* truncation is acceptable */
-    va_end(ap);
-    if (n < 0)
-        err[0] = '\0';
-}
-
-/* Parses MPIIMPORT_CHUNK: decimal bytes with an optional K, M or G (binary)
- * suffix; *chunk = 0 when unset (the tree's default). */
-static mpii_status read_chunk(size_t *chunk, char *err, size_t err_cap)
-{
-    *chunk = 0;
-    const char *s = getenv("MPIIMPORT_CHUNK");
-    if (s == NULL || s[0] == '\0')
-        return MPII_OK;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
-    unsigned long long mult = 1;
-    if (end != NULL && errno == 0) {
-        if (*end == 'k' || *end == 'K')
-            mult = 1ull << 10;
-        else if (*end == 'm' || *end == 'M')
-            mult = 1ull << 20;
-        else if (*end == 'g' || *end == 'G')
-            mult = 1ull << 30;
-        if (mult != 1)
-            end++;
-    }
-    if (end == NULL || errno != 0 || *end != '\0' || v == 0 ||
-        v > (unsigned long long)OFI_MAX_CHUNK / mult) {
-        set_err(err, err_cap,
-                "ofi transport: MPIIMPORT_CHUNK='%.40s' must be 1 .. %zu bytes (K/M/G allowed)",
-                s, OFI_MAX_CHUNK);
-        return MPII_ERR_INVALID;
-    }
-    *chunk = (size_t)(v * mult);
-    return MPII_OK;
-}
 
 static void close_fid(struct fid *fid)
 {
@@ -382,7 +323,7 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, s
     p->error = MPII_OK;
     struct fi_info *hints = fi_allocinfo();
     if (hints == NULL) {
-        set_err(err, err_cap, "ofi transport: out of memory (fi_allocinfo)");
+        mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory (fi_allocinfo)");
         return MPII_ERR_NOMEM;
     }
     hints->caps = FI_TAGGED;
@@ -396,10 +337,10 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, s
     fi_freeinfo(hints);
     if (rc != 0 || p->info == NULL) {
         const char *prov = getenv("FI_PROVIDER");
-        set_err(err, err_cap,
-                "ofi transport: no libfabric provider offers reliable tagged messaging "
-                "(fi_getinfo: %s; FI_PROVIDER=%s)",
-                fi_strerror(rc < 0 ? -rc : rc), prov != NULL ? prov : "(unset)");
+        mpii_fabric_set_err(err, err_cap,
+                            "ofi transport: no libfabric provider offers reliable tagged messaging "
+                            "(fi_getinfo: %s; FI_PROVIDER=%s)",
+                            fi_strerror(rc < 0 ? -rc : rc), prov != NULL ? prov : "(unset)");
         p->info = NULL;
         return MPII_ERR_TRANSPORT;
     }
@@ -409,9 +350,10 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, s
     p->mr_local = (p->info->domain_attr->mr_mode & FI_MR_LOCAL) != 0;
     p->max_msg = p->info->ep_attr->max_msg_size;
     if (p->max_msg < MPII_TREE_HEADER_BYTES) {
-        set_err(err, err_cap,
-                "ofi transport: provider %s carries messages of at most %zu bytes; %u needed",
-                prov, p->max_msg, MPII_TREE_HEADER_BYTES);
+        mpii_fabric_set_err(
+            err, err_cap,
+            "ofi transport: provider %s carries messages of at most %zu bytes; %u needed", prov,
+            p->max_msg, MPII_TREE_HEADER_BYTES);
         return MPII_ERR_TRANSPORT;
     }
 
@@ -419,8 +361,8 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, s
     do {                                                                                      \
         int rc_ = (call);                                                                     \
         if (rc_ != 0) {                                                                       \
-            set_err(err, err_cap, "ofi transport: %s failed (provider %s): %s", what, prov,   \
-                    fi_strerror(rc_ < 0 ? -rc_ : rc_));                                       \
+            mpii_fabric_set_err(err, err_cap, "ofi transport: %s failed (provider %s): %s",  \
+                                what, prov, fi_strerror(rc_ < 0 ? -rc_ : rc_));               \
             return MPII_ERR_TRANSPORT;                                                        \
         }                                                                                     \
     } while (0)
@@ -456,7 +398,7 @@ static mpii_status p2p_connect(struct mpii_p2p *p, mpii_pmix_boot *boot, char *e
     if (rc == -FI_ETOOSMALL) {
         name = malloc(name_len);
         if (name == NULL) {
-            set_err(err, err_cap, "ofi transport: out of memory");
+            mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory");
             return MPII_ERR_NOMEM;
         }
         rc = fi_getname(&p->ep->fid, name, &name_len);
@@ -464,8 +406,8 @@ static mpii_status p2p_connect(struct mpii_p2p *p, mpii_pmix_boot *boot, char *e
     if (rc != 0) {
         if (name != small)
             free(name);
-        set_err(err, err_cap, "ofi transport: fi_getname failed: %s",
-                fi_strerror(rc < 0 ? -rc : rc));
+        mpii_fabric_set_err(err, err_cap, "ofi transport: fi_getname failed: %s",
+                            fi_strerror(rc < 0 ? -rc : rc));
         return MPII_ERR_TRANSPORT;
     }
     void **addrs = NULL;
@@ -474,14 +416,14 @@ static mpii_status p2p_connect(struct mpii_p2p *p, mpii_pmix_boot *boot, char *e
     if (name != small)
         free(name);
     if (st != MPII_OK) {
-        set_err(err, err_cap, "ofi transport: address exchange through PMIx failed: %s",
-                mpii_strerror(st));
+        mpii_fabric_set_err(err, err_cap, "ofi transport: address exchange through PMIx failed: %s",
+                            mpii_strerror(st));
         return st;
     }
     p->peers = malloc((size_t)p->size * sizeof *p->peers);
     if (p->peers == NULL) {
         mpii_pmix_boot_free_addrs(boot, addrs, lens);
-        set_err(err, err_cap, "ofi transport: out of memory");
+        mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory");
         return MPII_ERR_NOMEM;
     }
     for (int r = 0; r < p->size; r++) {
@@ -489,8 +431,9 @@ static mpii_status p2p_connect(struct mpii_p2p *p, mpii_pmix_boot *boot, char *e
         int n = fi_av_insert(p->av, addrs[r], 1, &p->peers[r], 0, NULL);
         if (n != 1 || p->peers[r] == FI_ADDR_NOTAVAIL) {
             mpii_pmix_boot_free_addrs(boot, addrs, lens);
-            set_err(err, err_cap, "ofi transport: fi_av_insert of rank %d's address failed: %s",
-                    r, n < 0 ? fi_strerror(-n) : "not inserted");
+            mpii_fabric_set_err(err, err_cap,
+                                "ofi transport: fi_av_insert of rank %d's address failed: %s", r,
+                                n < 0 ? fi_strerror(-n) : "not inserted");
             return MPII_ERR_TRANSPORT;
         }
     }
@@ -527,142 +470,63 @@ static void p2p_close(struct mpii_p2p *p)
     p->peers = NULL;
 }
 
-/* ---- transport ops ------------------------------------------------------ */
+/* ---- driver and transport ops (fabric.h) ------------------------------- */
 
-static void ofi_finalize(mpii_transport *t)
+static void ofi_close(mpii_p2p *p, mpii_pmix_boot *boot)
 {
-    if (t == NULL)
+    (void)boot;
+    if (p == NULL)
         return;
-    /* The tree first: it stops its background thread, the only other user of
-     * the endpoint, and keeps whatever a pending operation may touch. */
-    if (t->tree != NULL)
-        mpii_tree_destroy(t->tree);
-    t->tree = NULL;
-    p2p_close(&t->p2p);
-    if (t->boot != NULL)
-        mpii_pmix_boot_finalize(t->boot);
-    free(t);
+    p2p_close(p);
+    free(p);
 }
+
+static mpii_status ofi_open(mpii_pmix_boot *boot, const mpii_transport_options *opt,
+                            const mpii_p2p_ops **ops, mpii_p2p **out, size_t *max_chunk,
+                            char *err, size_t err_cap)
+{
+    (void)opt;
+    *out = NULL;
+    struct mpii_p2p *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory");
+        return MPII_ERR_NOMEM;
+    }
+    mpii_status st =
+        p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot), err, err_cap);
+    if (st == MPII_OK)
+        st = p2p_connect(p, boot, err, err_cap);
+    if (st != MPII_OK) {
+        ofi_close(p, boot);
+        return st;
+    }
+    *ops = &ofi_p2p_ops;
+    *max_chunk = p->max_msg; /* larger messages are refused */
+    *out = p;
+    return MPII_OK;
+}
+
+static const mpii_fabric_driver ofi_driver = {
+    .name = "ofi",
+    .open = ofi_open,
+    .close = ofi_close,
+};
 
 static mpii_status ofi_init(const mpii_transport_options *options, mpii_transport **out,
                             char *err, size_t err_cap)
 {
-    if (out == NULL) {
-        set_err(err, err_cap, "ofi transport: no place for the transport handle");
-        return MPII_ERR_INVALID;
-    }
-    *out = NULL;
-    int ranks_per_node = options != NULL ? options->ranks_per_node : 0;
-    if (ranks_per_node < 0) {
-        set_err(err, err_cap, "ofi transport: ranks_per_node must be >= 0, got %d",
-                ranks_per_node);
-        return MPII_ERR_INVALID;
-    }
-    size_t chunk = 0;
-    mpii_status st = read_chunk(&chunk, err, err_cap);
-    if (st != MPII_OK)
-        return st;
-
-    mpii_transport *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        set_err(err, err_cap, "ofi transport: out of memory");
-        return MPII_ERR_NOMEM;
-    }
-    st = mpii_pmix_boot_init(ranks_per_node, &t->boot, err, err_cap);
-    if (st != MPII_OK) {
-        free(t);
-        return st;
-    }
-    t->rank = mpii_pmix_boot_rank(t->boot);
-    t->size = mpii_pmix_boot_size(t->boot);
-    if (t->size < 1 || t->size > OFI_MAX_RANKS || t->rank < 0 || t->rank >= t->size) {
-        set_err(err, err_cap, "ofi transport: rank %d of %d is out of range (at most %ld ranks)",
-                t->rank, t->size, OFI_MAX_RANKS);
-        st = MPII_ERR_TRANSPORT;
-        goto fail;
-    }
-    st = mpii_pmix_boot_node(t->boot, &t->node, &t->node_ranks);
-    if (st != MPII_OK) {
-        set_err(err, err_cap, "ofi transport: node grouping through PMIx failed: %s",
-                mpii_strerror(st));
-        goto fail;
-    }
-    st = p2p_open(&t->p2p, t->rank, t->size, err, err_cap);
-    if (st != MPII_OK)
-        goto fail;
-    st = p2p_connect(&t->p2p, t->boot, err, err_cap);
-    if (st != MPII_OK)
-        goto fail;
-    if (chunk == 0)
-        chunk = MPII_TREE_DEFAULT_CHUNK;
-    if (chunk > t->p2p.max_msg)
-        chunk = t->p2p.max_msg;
-    st = mpii_tree_create(&ofi_p2p_ops, &t->p2p, t->rank, t->size, chunk, &t->tree);
-    if (st != MPII_OK) {
-        t->tree = NULL;
-        set_err(err, err_cap, "ofi transport: setting up the broadcast tree failed: %s",
-                mpii_strerror(st));
-        goto fail;
-    }
-    *out = t;
-    return MPII_OK;
-
-fail:
-    ofi_finalize(t);
-    return st;
-}
-
-static int ofi_rank(const mpii_transport *t) { return t != NULL ? t->rank : -1; }
-
-static int ofi_size(const mpii_transport *t) { return t != NULL ? t->size : -1; }
-
-static mpii_status ofi_node_info(const mpii_transport *t, mpii_node_info *info)
-{
-    if (t == NULL || info == NULL)
-        return MPII_ERR_INVALID;
-    *info = t->node;
-    return MPII_OK;
-}
-
-static mpii_status ofi_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
-                                   mpii_bcast_req **req)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_bcast_start(t->tree, root, buf, len, req);
-}
-
-static mpii_status ofi_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
-                                  void **buf, size_t *len)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_bcast_wait(t->tree, req, timeout_s, buf, len);
-}
-
-static mpii_status ofi_barrier(mpii_transport *t, double timeout_s)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_barrier(t->tree, NULL, t->size, timeout_s);
-}
-
-static mpii_status ofi_node_barrier(mpii_transport *t, double timeout_s)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_barrier(t->tree, t->node_ranks, t->node.local_size, timeout_s);
+    return mpii_fabric_init(&ofi_driver, options, out, err, err_cap);
 }
 
 const mpii_transport_ops mpii_ofi_ops = {
     .name = "ofi",
     .init = ofi_init,
-    .rank = ofi_rank,
-    .size = ofi_size,
-    .node_info = ofi_node_info,
-    .bcast_start = ofi_bcast_start,
-    .bcast_wait = ofi_bcast_wait,
-    .barrier = ofi_barrier,
-    .node_barrier = ofi_node_barrier,
-    .finalize = ofi_finalize,
+    .rank = mpii_fabric_rank,
+    .size = mpii_fabric_size,
+    .node_info = mpii_fabric_node_info,
+    .bcast_start = mpii_fabric_bcast_start,
+    .bcast_wait = mpii_fabric_bcast_wait,
+    .barrier = mpii_fabric_barrier,
+    .node_barrier = mpii_fabric_node_barrier,
+    .finalize = mpii_fabric_finalize,
 };

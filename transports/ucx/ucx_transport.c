@@ -1,11 +1,12 @@
 /* ucx_transport.c — the "ucx" transport: broadcasts and barriers over UCX
  * (UCP tag matching), bootstrapped through PMIx, with no MPI.
  *
- * This file is the whole transport. It exports one symbol, mpii_ucx_ops, which
- * the generated registry lists. It provides the point-to-point layer of p2p.h
- * over one UCP worker and leaves the broadcast and barrier algorithms to the
- * shared tree (tree_bcast.h) and rank, node grouping and address exchange to
- * the shared PMIx bootstrap (pmix_boot.h).
+ * This file exports one symbol, mpii_ucx_ops, which the generated registry
+ * lists. It provides the point-to-point layer of p2p.h over one UCP worker, as
+ * the driver of the shared fabric skeleton (fabric.h: init, MPIIMPORT_CHUNK,
+ * forwarding, finalize order), and leaves the broadcast and barrier algorithms
+ * to the shared tree (tree_bcast.h) and rank, node grouping and address
+ * exchange to the shared PMIx bootstrap (pmix_boot.h).
  *
  * Set-up. UCX's own configuration is read with ucp_config_read, so UCX_TLS,
  * UCX_NET_DEVICES and the other UCX_* variables act as UCX users expect. One
@@ -54,15 +55,12 @@
  * application's MPI_Finalize ends neither UCX nor PMIx (reference counted)
  * under us, so the session ends at the caller's own finalize.
  *
- * MPIIMPORT_CHUNK (bytes, optional K/M/G suffix) sets the tree's pipeline
- * chunk. The ops may be called from any thread: everything after init goes
+ * MPIIMPORT_CHUNK (bytes, optional K/M/G suffix; read by fabric.c) sets the
+ * tree's pipeline chunk. The ops may be called from any thread: everything after init goes
  * through the tree, which serialises on its mutex. Library code never prints:
  * errors are return codes and, for init, a sentence. */
 #include <ucp/api/ucp.h>
 
-#include <ctype.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +69,7 @@
 
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
+#include "fabric.h"
 #include "p2p.h"
 #include "pmix_boot.h"
 #include "tree_bcast.h"
@@ -80,13 +79,10 @@
 #define MPII_UCX_TAG_BITS ((unsigned)MPII_P2P_TAG_BITS)
 #define MPII_UCX_RANK_BITS (64u - MPII_UCX_TAG_BITS)
 #define MPII_UCX_TAG_MASK ((UINT64_C(1) << MPII_UCX_TAG_BITS) - 1u)
-#define MPII_UCX_MAX_RANKS (MPII_UCX_RANK_BITS >= 31u ? 0x7fffffffL : (1L << MPII_UCX_RANK_BITS))
 /* Bound on finalize's wait for the endpoints' flush-and-close. */
 #define MPII_UCX_CLOSE_TIMEOUT_S 5.0
 /* Bound on the work one progress call does (ucp_worker_progress calls). */
 #define MPII_UCX_PROGRESS_ROUNDS 64
-/* Largest MPIIMPORT_CHUNK accepted: 1 GiB. */
-#define MPII_UCX_MAX_CHUNK ((size_t)1 << 30)
 
 struct mpii_p2p_req {
     struct mpii_p2p_req *prev, *next; /* the p2p's list of live requests */
@@ -119,29 +115,7 @@ struct mpii_p2p {
     struct mpii_p2p_req *live;         /* requests handed out and not yet freed */
 };
 
-struct mpii_transport {
-    struct mpii_p2p p2p;
-    mpii_pmix_boot *boot;
-    mpii_tree *tree;
-    mpii_node_info node;
-    const int *node_ranks; /* owned by boot */
-    int rank;
-    int size;
-};
-
 /* ---- helpers ------------------------------------------------------------ */
-
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-    if (err == NULL || cap == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, cap, fmt, ap); /* truncation is acceptable */
-    va_end(ap);
-    if (n < 0)
-        err[0] = '\0';
-}
 
 static double now_seconds(void)
 {
@@ -149,44 +123,6 @@ static double now_seconds(void)
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
         return 0.0; /* cannot happen for CLOCK_MONOTONIC */
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Parses MPIIMPORT_CHUNK: decimal bytes with an optional K, M or G (binary)
- * suffix, 1 .. MPII_UCX_MAX_CHUNK. Unset or empty: 0 (the tree's default). */
-static mpii_status read_chunk(size_t *chunk, char *err, size_t err_cap)
-{
-    *chunk = 0;
-    const char *s = getenv("MPIIMPORT_CHUNK");
-    if (s == NULL || s[0] == '\0')
-        return MPII_OK;
-    if (!isdigit((unsigned char)s[0])) {
-        set_err(err, err_cap, "ucx transport: MPIIMPORT_CHUNK='%.40s' is not a byte count", s);
-        return MPII_ERR_INVALID;
-    }
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s) {
-        set_err(err, err_cap, "ucx transport: MPIIMPORT_CHUNK='%.40s' is not a byte count", s);
-        return MPII_ERR_INVALID;
-    }
-    unsigned long long mult = 1;
-    if (*end == 'k' || *end == 'K')
-        mult = 1ull << 10;
-    else if (*end == 'm' || *end == 'M')
-        mult = 1ull << 20;
-    else if (*end == 'g' || *end == 'G')
-        mult = 1ull << 30;
-    if (mult != 1)
-        end++;
-    if (*end != '\0' || v == 0 || v > (unsigned long long)MPII_UCX_MAX_CHUNK / mult) {
-        set_err(err, err_cap,
-                "ucx transport: MPIIMPORT_CHUNK='%.40s' must be 1 .. %zu bytes (K/M/G allowed)",
-                s, MPII_UCX_MAX_CHUNK);
-        return MPII_ERR_INVALID;
-    }
-    *chunk = (size_t)(v * mult);
-    return MPII_OK;
 }
 
 /* ---- endpoints ---------------------------------------------------------- */
@@ -437,12 +373,13 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *n
     p->same_node = calloc(n, sizeof *p->same_node);
     p->refs = calloc(n, sizeof *p->refs);
     if (p->eps == NULL || p->failed == NULL || p->same_node == NULL || p->refs == NULL) {
-        set_err(err, err_cap, "ucx transport: out of memory");
+        mpii_fabric_set_err(err, err_cap, "ucx transport: out of memory");
         return MPII_ERR_NOMEM;
     }
     for (int i = 0; node_ranks != NULL && i < local_size; i++) {
         if (node_ranks[i] < 0 || node_ranks[i] >= size) {
-            set_err(err, err_cap, "ucx transport: node rank %d is out of range", node_ranks[i]);
+            mpii_fabric_set_err(err, err_cap, "ucx transport: node rank %d is out of range",
+                                node_ranks[i]);
             return MPII_ERR_TRANSPORT;
         }
         p->same_node[node_ranks[i]] = 1;
@@ -451,8 +388,9 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *n
     ucp_config_t *config = NULL;
     ucs_status_t st = ucp_config_read(NULL, NULL, &config);
     if (st != UCS_OK) {
-        set_err(err, err_cap, "ucx transport: ucp_config_read failed: %s (check UCX_* variables)",
-                ucs_status_string(st));
+        mpii_fabric_set_err(err, err_cap,
+                            "ucx transport: ucp_config_read failed: %s (check UCX_* variables)",
+                            ucs_status_string(st));
         return MPII_ERR_TRANSPORT;
     }
     ucp_params_t params;
@@ -470,7 +408,8 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *n
     ucp_config_release(config);
     if (st != UCS_OK) {
         p->context = NULL;
-        set_err(err, err_cap, "ucx transport: ucp_init failed: %s", ucs_status_string(st));
+        mpii_fabric_set_err(err, err_cap, "ucx transport: ucp_init failed: %s",
+                            ucs_status_string(st));
         return MPII_ERR_TRANSPORT;
     }
 
@@ -481,8 +420,8 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *n
     st = ucp_worker_create(p->context, &wparams, &p->worker);
     if (st != UCS_OK) {
         p->worker = NULL;
-        set_err(err, err_cap, "ucx transport: ucp_worker_create failed: %s",
-                ucs_status_string(st));
+        mpii_fabric_set_err(err, err_cap, "ucx transport: ucp_worker_create failed: %s",
+                            ucs_status_string(st));
         return MPII_ERR_TRANSPORT;
     }
     return MPII_OK;
@@ -496,8 +435,8 @@ static mpii_status p2p_exchange(struct mpii_p2p *p, mpii_pmix_boot *boot, char *
     size_t addr_len = 0;
     ucs_status_t st = ucp_worker_get_address(p->worker, &addr, &addr_len);
     if (st != UCS_OK) {
-        set_err(err, err_cap, "ucx transport: ucp_worker_get_address failed: %s",
-                ucs_status_string(st));
+        mpii_fabric_set_err(err, err_cap, "ucx transport: ucp_worker_get_address failed: %s",
+                            ucs_status_string(st));
         return MPII_ERR_TRANSPORT;
     }
     mpii_status ms = mpii_pmix_boot_exchange(boot, "ucx", addr, addr_len, &p->addrs,
@@ -506,13 +445,14 @@ static mpii_status p2p_exchange(struct mpii_p2p *p, mpii_pmix_boot *boot, char *
     if (ms != MPII_OK) {
         p->addrs = NULL;
         p->addr_lens = NULL;
-        set_err(err, err_cap, "ucx transport: exchanging worker addresses through PMIx failed: %s",
-                mpii_strerror(ms));
+        mpii_fabric_set_err(err, err_cap,
+                            "ucx transport: exchanging worker addresses through PMIx failed: %s",
+                            mpii_strerror(ms));
         return ms;
     }
     for (int r = 0; r < p->size; r++) {
         if (p->addrs[r] == NULL || p->addr_lens[r] == 0) {
-            set_err(err, err_cap, "ucx transport: rank %d published no UCX address", r);
+            mpii_fabric_set_err(err, err_cap, "ucx transport: rank %d published no UCX address", r);
             return MPII_ERR_TRANSPORT;
         }
     }
@@ -543,10 +483,11 @@ static mpii_status connect_neighbours(struct mpii_p2p *p, char *err, size_t err_
         ucp_ep_h ep = NULL;
         if (get_ep(p, peers[i], &ep) != MPII_OK) {
             const char *tls = getenv("UCX_TLS");
-            set_err(err, err_cap,
-                    "ucx transport: UCX cannot reach rank %d from rank %d (UCX_TLS=%.100s): no "
-                    "transport for tagged messages between them",
-                    peers[i], p->rank, tls != NULL ? tls : "unset");
+            mpii_fabric_set_err(
+                err, err_cap,
+                "ucx transport: UCX cannot reach rank %d from rank %d (UCX_TLS=%.100s): no "
+                "transport for tagged messages between them",
+                peers[i], p->rank, tls != NULL ? tls : "unset");
             return MPII_ERR_TRANSPORT;
         }
     }
@@ -639,140 +580,72 @@ static void p2p_close(struct mpii_p2p *p, mpii_pmix_boot *boot)
     p->refs = NULL;
 }
 
-/* ---- transport ops ------------------------------------------------------ */
+/* ---- driver and transport ops (fabric.h) ------------------------------- */
 
-static void ucx_finalize(mpii_transport *t)
+static void ucx_close(mpii_p2p *p, mpii_pmix_boot *boot)
 {
-    if (t == NULL)
+    if (p == NULL)
         return;
-    if (t->tree != NULL)
-        mpii_tree_destroy(t->tree);
-    t->tree = NULL;
-    p2p_close(&t->p2p, t->boot);
-    if (t->boot != NULL)
-        mpii_pmix_boot_finalize(t->boot);
-    free(t);
+    p2p_close(p, boot);
+    free(p);
 }
+
+static mpii_status ucx_open(mpii_pmix_boot *boot, const mpii_transport_options *opt,
+                            const mpii_p2p_ops **ops, mpii_p2p **out, size_t *max_chunk,
+                            char *err, size_t err_cap)
+{
+    (void)opt;
+    *out = NULL;
+    mpii_node_info node;
+    const int *node_ranks = NULL;
+    mpii_status st = mpii_pmix_boot_node(boot, &node, &node_ranks);
+    if (st != MPII_OK) {
+        mpii_fabric_set_err(err, err_cap, "ucx transport: node grouping through PMIx failed: %s",
+                            mpii_strerror(st));
+        return st;
+    }
+    struct mpii_p2p *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        mpii_fabric_set_err(err, err_cap, "ucx transport: out of memory");
+        return MPII_ERR_NOMEM;
+    }
+    st = p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot), node_ranks,
+                  node.local_size, err, err_cap);
+    if (st == MPII_OK)
+        st = p2p_exchange(p, boot, err, err_cap);
+    if (st == MPII_OK)
+        st = connect_neighbours(p, err, err_cap);
+    if (st != MPII_OK) {
+        ucx_close(p, boot);
+        return st;
+    }
+    *ops = &ucx_p2p_ops;
+    *max_chunk = 0; /* UCX carries messages of any size */
+    *out = p;
+    return MPII_OK;
+}
+
+static const mpii_fabric_driver ucx_driver = {
+    .name = "ucx",
+    .open = ucx_open,
+    .close = ucx_close,
+};
 
 static mpii_status ucx_init(const mpii_transport_options *options, mpii_transport **out,
                             char *err, size_t err_cap)
 {
-    if (out == NULL) {
-        set_err(err, err_cap, "ucx transport: no place for the transport handle");
-        return MPII_ERR_INVALID;
-    }
-    *out = NULL;
-    int ranks_per_node = options != NULL ? options->ranks_per_node : 0;
-    if (ranks_per_node < 0) {
-        set_err(err, err_cap, "ucx transport: ranks_per_node must be >= 0, got %d",
-                ranks_per_node);
-        return MPII_ERR_INVALID;
-    }
-    size_t chunk = 0;
-    mpii_status st = read_chunk(&chunk, err, err_cap);
-    if (st != MPII_OK)
-        return st;
-
-    mpii_transport *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        set_err(err, err_cap, "ucx transport: out of memory");
-        return MPII_ERR_NOMEM;
-    }
-    st = mpii_pmix_boot_init(ranks_per_node, &t->boot, err, err_cap);
-    if (st != MPII_OK) {
-        t->boot = NULL;
-        free(t);
-        return st;
-    }
-    t->rank = mpii_pmix_boot_rank(t->boot);
-    t->size = mpii_pmix_boot_size(t->boot);
-    if (t->size < 1 || t->size > MPII_UCX_MAX_RANKS || t->rank < 0 || t->rank >= t->size) {
-        set_err(err, err_cap, "ucx transport: rank %d of %d is out of range (at most %ld ranks)",
-                t->rank, t->size, MPII_UCX_MAX_RANKS);
-        st = MPII_ERR_TRANSPORT;
-        goto fail;
-    }
-    st = mpii_pmix_boot_node(t->boot, &t->node, &t->node_ranks);
-    if (st != MPII_OK) {
-        set_err(err, err_cap, "ucx transport: node grouping through PMIx failed: %s",
-                mpii_strerror(st));
-        goto fail;
-    }
-    st = p2p_open(&t->p2p, t->rank, t->size, t->node_ranks, t->node.local_size, err, err_cap);
-    if (st != MPII_OK)
-        goto fail;
-    st = p2p_exchange(&t->p2p, t->boot, err, err_cap);
-    if (st != MPII_OK)
-        goto fail;
-    st = connect_neighbours(&t->p2p, err, err_cap);
-    if (st != MPII_OK)
-        goto fail;
-    st = mpii_tree_create(&ucx_p2p_ops, &t->p2p, t->rank, t->size, chunk, &t->tree);
-    if (st != MPII_OK) {
-        t->tree = NULL;
-        set_err(err, err_cap, "ucx transport: setting up the broadcast tree failed: %s",
-                mpii_strerror(st));
-        goto fail;
-    }
-    *out = t;
-    return MPII_OK;
-
-fail:
-    ucx_finalize(t);
-    return st;
-}
-
-static int ucx_rank(const mpii_transport *t) { return t != NULL ? t->rank : -1; }
-
-static int ucx_size(const mpii_transport *t) { return t != NULL ? t->size : -1; }
-
-static mpii_status ucx_node_info(const mpii_transport *t, mpii_node_info *info)
-{
-    if (t == NULL || info == NULL)
-        return MPII_ERR_INVALID;
-    *info = t->node;
-    return MPII_OK;
-}
-
-static mpii_status ucx_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
-                                   mpii_bcast_req **req)
-{
-    if (t == NULL || req == NULL || root < 0 || root >= t->size)
-        return MPII_ERR_INVALID;
-    return mpii_tree_bcast_start(t->tree, root, buf, len, req);
-}
-
-static mpii_status ucx_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
-                                  void **buf, size_t *len)
-{
-    if (t == NULL || req == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_bcast_wait(t->tree, req, timeout_s, buf, len);
-}
-
-static mpii_status ucx_barrier(mpii_transport *t, double timeout_s)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_barrier(t->tree, NULL, t->size, timeout_s);
-}
-
-static mpii_status ucx_node_barrier(mpii_transport *t, double timeout_s)
-{
-    if (t == NULL)
-        return MPII_ERR_INVALID;
-    return mpii_tree_barrier(t->tree, t->node_ranks, t->node.local_size, timeout_s);
+    return mpii_fabric_init(&ucx_driver, options, out, err, err_cap);
 }
 
 const mpii_transport_ops mpii_ucx_ops = {
     .name = "ucx",
     .init = ucx_init,
-    .rank = ucx_rank,
-    .size = ucx_size,
-    .node_info = ucx_node_info,
-    .bcast_start = ucx_bcast_start,
-    .bcast_wait = ucx_bcast_wait,
-    .barrier = ucx_barrier,
-    .node_barrier = ucx_node_barrier,
-    .finalize = ucx_finalize,
+    .rank = mpii_fabric_rank,
+    .size = mpii_fabric_size,
+    .node_info = mpii_fabric_node_info,
+    .bcast_start = mpii_fabric_bcast_start,
+    .bcast_wait = mpii_fabric_bcast_wait,
+    .barrier = mpii_fabric_barrier,
+    .node_barrier = mpii_fabric_node_barrier,
+    .finalize = mpii_fabric_finalize,
 };

@@ -429,12 +429,14 @@ def _prefixes(config):
 
 
 def _cache_key():
-    """What a recorded list is for: the interpreter, its path and the program."""
+    """What a recorded list is for: the interpreter, its path and the program
+    (not its arguments: runs of one program mostly import the same modules; a
+    list replayed for a run that imports others is still correct, only slower:
+    what it lacks is imported plainly, and recorded for next time)."""
     import hashlib
     main = sys.modules.get("__main__")
     program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
-    key = repr((sys.executable, sys.version, sys.flags.optimize, list(sys.path), program,
-                sys.argv[0] if sys.argv else ""))
+    key = repr((sys.executable, sys.version, sys.flags.optimize, list(sys.path), program))
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

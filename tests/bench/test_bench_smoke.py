@@ -1,0 +1,131 @@
+"""Smoke test of the benchmark pipeline (tests/bench/): emufs mounts, a 2-rank
+cell runs plain and with mpiimport, emufs's counters are plausible, the report
+is written, and nothing stays mounted — also when a run fails.
+
+    MPIIMPORT_TEST_BUILD=BUILD EMUFS=BUILD/tests/bench/emufs \
+        /usr/bin/python3 -m pytest -q tests/bench/test_bench_smoke.py
+
+Skipped (not failed) when FUSE, fusermount3, mpirun or the build is missing.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RUN_BENCH = os.path.join(HERE, "run_bench.py")
+BUILD = os.path.abspath(os.environ.get("MPIIMPORT_TEST_BUILD", os.path.join(ROOT, "build")))
+
+
+def find_emufs():
+    cands = [os.environ.get("EMUFS"), os.path.join(BUILD, "tests", "bench", "emufs"),
+             os.path.join(BUILD, "bench", "emufs")]
+    for c in cands:
+        if c and os.access(c, os.X_OK):
+            return os.path.abspath(c)
+    return None
+
+
+EMUFS = find_emufs()
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse"),
+    pytest.mark.skipif(not shutil.which("fusermount3"), reason="no fusermount3"),
+    pytest.mark.skipif(not shutil.which("mpirun"), reason="no mpirun"),
+    pytest.mark.skipif(EMUFS is None, reason="emufs not built (set EMUFS or MPIIMPORT_TEST_BUILD)"),
+    pytest.mark.skipif(not os.path.isdir(os.path.join(BUILD, "python", "mpiimport")),
+                       reason="no mpiimport build in %s" % BUILD),
+]
+
+
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A work directory that is checked (and cleaned up) for leftover mounts."""
+    d = str(tmp_path)
+    yield d
+    left = mounts_under(d)
+    for m in left:
+        subprocess.run(["fusermount3", "-uz", m], check=False)
+    assert not left, "mounts left behind: %s" % left
+
+
+def env():
+    e = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    e.pop("MPIIMPORT_TRANSPORT", None)
+    return e
+
+
+def run_bench(workdir, *extra, timeout=600):
+    out = os.path.join(workdir, "report", "bench.md")
+    cmd = [sys.executable, RUN_BENCH, "--build", BUILD, "--emufs", EMUFS, "--workdir", workdir,
+           "--out", out] + list(extra)
+    p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout)
+    return p, out
+
+
+def test_emufs_usage_and_refusals(tmp_path):
+    p = subprocess.run([EMUFS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 2 and "usage: emufs" in p.stderr
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    p = subprocess.run([EMUFS, "/usr", str(full)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.returncode != 0 and "not empty" in p.stderr
+    assert not mounts_under(str(tmp_path))
+    p = subprocess.run([EMUFS, "--meta-us", "-3", "/usr", str(tmp_path / "nowhere")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 2
+
+
+def test_two_ranks_plain_vs_mpiimport(workdir):
+    p, out = run_bench(workdir, "--ranks", "2", "--workloads", "numpy", "--modes", "plain,mpiimport,replay",
+                       "--repeat", "1", "--no-wall", "--meta-us", "0", "--read-mbps", "0")
+    assert p.returncode == 0, p.stdout[-4000:]
+    with open(os.path.splitext(out)[0] + ".json") as f:
+        cells = json.load(f)["cells"]
+    plain = [c for c in cells if c["mode"] == "plain"]
+    mpi = [c for c in cells if c["mode"] != "plain"]
+    assert len(plain) == 1 and mpi, [c["mode"] for c in cells]
+    pr = plain[0]["runs"][0]
+    p_ranks = pr["ranks"]
+    assert sorted(p_ranks) == ["0", "1"]
+    p_rank = p_ranks["1"]["meta_ops"]
+    startup = pr["startup"]["1"]
+    # A plain rank stats, opens and reads numpy through the server.
+    assert p_rank > 2000 and p_ranks["1"]["open"] > 50 and p_ranks["1"]["read_bytes"] > 1 << 20
+    assert 100 < startup < p_rank
+    assert p_ranks["0"]["meta_ops"] == p_rank            # plain ranks are alike
+    for c in mpi:
+        r = c["runs"][0]
+        m_ranks = r["ranks"]
+        assert sorted(m_ranks) == ["0", "1"]
+        # The non-root rank makes far fewer server operations than a plain rank:
+        # only the interpreter's start-up (the same as plain's) and almost nothing after.
+        assert m_ranks["1"]["meta_ops"] < 0.25 * p_rank, (c["transport"], m_ranks["1"], p_rank)
+        assert r["startup"]["1"] == startup
+        assert m_ranks["1"]["meta_ops"] - r["startup"]["1"] < 0.02 * (p_rank - startup)
+        # Rank 0 does the reading, and not more than a plain rank's metadata work.
+        assert 0 < m_ranks["0"]["meta_ops"] <= 1.2 * p_rank
+        assert m_ranks["0"]["read_bytes"] > 1 << 20
+        assert r["totals"]["meta_ops"] < pr["totals"]["meta_ops"]
+    with open(out) as f:
+        text = f.read()
+    assert "## Headline (measured)" in text and "Extrapolation to 16,384 ranks" in text
+
+
+def test_unmounts_after_a_failed_run(workdir):
+    # mpirun refuses an unknown option: the run fails after the mount is up.
+    p, _ = run_bench(workdir, "--ranks", "2", "--workloads", "numpy", "--modes", "plain", "--repeat", "1",
+                     "--no-wall", "--meta-us", "0", "--mpirun-args=--no-such-mpirun-option", timeout=300)
+    assert p.returncode == 1, p.stdout[-4000:]
+    assert "FAILED" in p.stdout and "failed" in p.stdout
+    assert not mounts_under(workdir)
