@@ -461,7 +461,8 @@ def _start_session(s):
     message; from then on no collective is needed. Without either, imports
     are served one broadcast each (and recorded for the next run)."""
     cfg = s.config
-    if cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
+    # Only rank 0 reads and writes lists (and only it imports hashlib for the key).
+    if s.root and cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
         s.list_path = os.path.join(cfg["cache_dir"], _cache_key() + ".mpiilist")
     if s.root:
         source = cfg["image"] or s.list_path
