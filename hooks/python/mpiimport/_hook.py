@@ -432,12 +432,25 @@ def _cache_key():
     """What a recorded list is for: the interpreter, its path and the program
     (not its arguments: runs of one program mostly import the same modules; a
     list replayed for a run that imports others is still correct, only slower:
-    what it lacks is imported plainly, and recorded for next time)."""
-    import hashlib
+    what it lacks is imported plainly, and recorded for next time).
+
+    It runs on rank 0 before the finder is installed, so it must import
+    nothing from the file system: a module imported here (hashlib, _hashlib)
+    is in rank 0's sys.modules for the rest of the job, is never served nor
+    recorded, and every other rank, frozen on the replayed image, then
+    imports it plainly when the program needs it (numpy.random -> secrets
+    -> hmac -> hashlib). Only interpreter built-ins, else plain Python."""
     main = sys.modules.get("__main__")
     program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
     key = repr((sys.executable, sys.version, sys.flags.optimize, list(sys.path), program))
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    data = key.encode("utf-8", "surrogateescape")
+    for name in ("_sha2", "_sha256"):  # built into the interpreter: no file read
+        if name in sys.builtin_module_names:
+            return __import__(name).sha256(data).hexdigest()[:32]
+    h = 0x6C62272E07BB014262B821756295C58D  # 128-bit FNV-1a: no import at all
+    for b in data:
+        h = ((h ^ b) * 0x1000000000000000000013B) & ((1 << 128) - 1)
+    return "%032x" % h
 
 
 def _compile_stale_sources(session):
@@ -461,7 +474,7 @@ def _start_session(s):
     message; from then on no collective is needed. Without either, imports
     are served one broadcast each (and recorded for the next run)."""
     cfg = s.config
-    # Only rank 0 reads and writes lists (and only it imports hashlib for the key).
+    # Only rank 0 reads and writes lists (and computes their key).
     if s.root and cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
         s.list_path = os.path.join(cfg["cache_dir"], _cache_key() + ".mpiilist")
     if s.root:
