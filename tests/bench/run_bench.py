@@ -199,7 +199,7 @@ class EmuFS:
 
 # ---- one run ------------------------------------------------------------------
 
-def job_env(args, fs, mode, transport, workload, cache_dir=None):
+def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "MPIIMPORT_"))}
     env.update({
@@ -221,12 +221,39 @@ def job_env(args, fs, mode, transport, workload, cache_dir=None):
     elif mode == "replay":
         env["MPIIMPORT_RECORD"] = "1"
         env["MPIIMPORT_CACHE_DIR"] = cache_dir         # this cell's own recorded list
+    elif mode == "image":
+        env["MPIIMPORT_RECORD"] = "0"                  # nothing recorded; the packed image is replayed
+        if image:                                      # (the pack run itself gets none: it writes it)
+            env["MPIIMPORT_IMAGE"] = image             # on local disk (the work directory)
+            env["MPIIMPORT_TRUST_IMAGE"] = "1"
     env["MPIIMPORT_TIMEOUT"] = str(args.mpiimport_timeout)
     return env
 
 
-def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None):
-    env = job_env(args, fs, mode, transport, workload, cache_dir)
+def pack_image(args, fs, job, workload, transport, path):
+    """Mode image, before a cell's measured runs: `python3 -m mpiimport pack` runs the job once, in
+    ONE process (no mpirun), with the job's own environment, and writes the image to `path` (local
+    disk). Its server operations are reset away by the next run_once, as the replay warm-up's are."""
+    env = job_env(args, fs, "image", transport, workload)
+    cmd = [PYTHON, "-m", "mpiimport", "pack", "-o", path, "--", job]
+    fs.signal(signal.SIGUSR2)
+    try:
+        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise RunError("pack timed out after %d s: %s" % (args.timeout, " ".join(cmd)))
+    if p.returncode != 0 or not os.path.isfile(path):
+        fd, log_path = tempfile.mkstemp(prefix="bench-failed-pack-", suffix=".log", dir=args.log_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write("$ %s\n--- stdout ---\n%s\n--- stderr ---\n%s" % (" ".join(cmd), p.stdout, p.stderr))
+        raise RunError("%s %s: pack failed: exit %d, image %s (full output: %s)\n%s" % (
+            workload, mode_label("image", transport), p.returncode,
+            "written" if os.path.isfile(path) else "missing", log_path, p.stderr[-3000:]))
+    fs.signal(signal.SIGUSR2)                          # the pack run's operations are not the cell's
+
+
+def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, image=None):
+    env = job_env(args, fs, mode, transport, workload, cache_dir, image)
     cmd = (["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
             "-n", str(ranks)] + args.mpirun_args.split() + [PYTHON, job])
     fs.signal(signal.SIGUSR2)                          # reset the server's counters
@@ -309,22 +336,23 @@ def mode_list(args, transports):
         m = m.strip()
         if m == "plain":
             out.append(("plain", None))
-        elif m in ("mpiimport", "replay"):
+        elif m in ("mpiimport", "replay", "image"):
             out += [(m, t) for t in transports]
-        elif m.startswith(("mpiimport:", "replay:")):
+        elif m.startswith(("mpiimport:", "replay:", "image:")):
             kind, t = m.split(":", 1)
             if t not in transports:
                 raise SetupError("transport %r not compiled in (have %s)" % (t, ", ".join(transports)))
             out.append((kind, t))
         else:
-            raise SetupError("unknown mode %r (plain, mpiimport[:TRANSPORT], replay[:TRANSPORT])" % m)
+            raise SetupError("unknown mode %r (plain, mpiimport[:TRANSPORT], replay[:TRANSPORT], "
+                             "image[:TRANSPORT])" % m)
     return out
 
 
 def mode_label(mode, transport):
     if mode == "plain":
         return "plain"
-    return "%s/%s" % ("mpiimport" if mode == "mpiimport" else "replay", transport)
+    return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image") else "replay", transport)
 
 
 HEADER = " " * 8 + "%-13s %-15s %5s %9s %9s %9s %9s %8s %8s %8s %8s" % (
@@ -356,8 +384,17 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                             "ranks": ranks, "runs": []}
                     try:
                         tty = sys.stdout.isatty()
-                        cache_dir = None
-                        if mode == "replay":
+                        cache_dir = image = None
+                        if mode == "image":
+                            # One unmeasured pack run (one process) writes the image on local disk.
+                            image = os.path.join(args.workdir, "%s-%s-%s-%s-r%d.mpii" % (
+                                name, meta_us, workload.replace("+", "_"), transport, ranks))
+                            if tty:
+                                sys.stdout.write("\r\033[K[%d/%d] %s %s ranks=%d packing ..." % (
+                                    counter[0], total, workload, mode_label(mode, transport), ranks))
+                                sys.stdout.flush()
+                            pack_image(args, fs, job, workload, transport, image)
+                        elif mode == "replay":
                             # One unmeasured run records the list; the measured runs replay it.
                             cache_dir = tempfile.mkdtemp(prefix="cache-", dir=args.workdir)
                             if tty:
@@ -372,7 +409,9 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                                 sys.stdout.write("\r\033[K[%d/%d] %s %s ranks=%d run %d/%d ..." % (
                                     counter[0], total, workload, mode_label(mode, transport), ranks, i + 1, repeat))
                                 sys.stdout.flush()
-                            run = run_once(args, fs, job, workload, mode, transport, ranks, cache_dir)
+                            run = run_once(args, fs, job, workload, mode, transport, ranks, cache_dir, image)
+                            if mode == "image" and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
+                                raise RunError("image: rank 0 did not replay the packed image %s" % image)
                             if mode == "replay" and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
                                 raise RunError("replay: rank 0 did not replay the recorded list")
                             cell["runs"].append(run)
@@ -506,7 +545,11 @@ def report(cells, args, meta, plot_note):
              "reads and broadcasts as the ranks import, nothing recorded); `replay/T` = the "
              "library's recorded-list mode: one unmeasured run records the job's list in a private "
              "`MPIIMPORT_CACHE_DIR`, the measured runs replay it (rank 0 re-reads what is on the list "
-             "and sends it in one broadcast at `install()`). T = transport; `self` (one process) is "
+             "and sends it in one broadcast at `install()`); `image/T` = a packed image: before the "
+             "measured runs, `python3 -m mpiimport pack -o WORKDIR/CELL.mpii -- job.py` runs the job "
+             "once in ONE process with the job's environment (its server operations are not counted), "
+             "and the measured runs use `MPIIMPORT_IMAGE` = that file (on local disk), "
+             "`MPIIMPORT_TRUST_IMAGE=1`, `MPIIMPORT_RECORD=0`. T = transport; `self` (one process) is "
              "left out. `MPIIMPORT_TIMEOUT=%d` (oversubscribed ranks wait long)." % args.mpiimport_timeout)
     L.append("* **Wall time** — from launching `mpirun` until the last rank is past its imports "
              "(rank clocks are the same machine's), median of the repeats.")
@@ -780,7 +823,9 @@ def parse_args(argv):
     ap.add_argument("--modes", default="plain,mpiimport,replay",
                     help="plain; mpiimport = lock-step (MPIIMPORT_RECORD=0), every compiled transport "
                          "but 'self'; replay = a recorded list replayed in one broadcast (one unmeasured "
-                         "recording run first, private MPIIMPORT_CACHE_DIR); :NAME picks one transport")
+                         "recording run first, private MPIIMPORT_CACHE_DIR); image = a packed image "
+                         "(one unmeasured `python3 -m mpiimport pack` run first, MPIIMPORT_IMAGE on "
+                         "local disk, MPIIMPORT_TRUST_IMAGE=1); :NAME picks one transport")
     ap.add_argument("--mpiimport-timeout", type=int, default=300,
                     help="MPIIMPORT_TIMEOUT for the runs (oversubscribed ranks wait long)")
     ap.add_argument("--repeat", type=int, default=3)

@@ -18,6 +18,26 @@ import sys
 from . import _core, _hook
 
 
+def _serve_loaded(session, finder):
+    """Modules this process loaded before the hook existed (argparse, runpy
+    and what they import) are in sys.modules, so the program would not import
+    them through the hook and the image would lack them, while the job's ranks
+    will need them: look each one up once through the hook, which on rank 0
+    reads its code or bytes into the image (sys.modules is not touched)."""
+    for name, module in sorted(list(sys.modules.items())):
+        spec = getattr(module, "__spec__", None)
+        if spec is None or not spec.has_location or not spec.origin:
+            continue
+        if session.shared_dir(os.path.dirname(spec.origin)) is None:
+            continue
+        parent = name.rpartition(".")[0]
+        path = getattr(sys.modules.get(parent), "__path__", None) if parent else None
+        try:
+            finder.find_spec(name, path)
+        except (ImportError, OSError, _core.Error):
+            pass  # the program will import it (or fail) as it would without the image
+
+
 def _pack(args):
     if not args.program:
         sys.exit("mpiimport pack: name the program to run: pack -o OUT -- app.py [args]")
@@ -29,6 +49,7 @@ def _pack(args):
     if not _hook.install(_transport="self"):
         sys.exit("mpiimport pack: could not start (see above)")
     session = _hook._state.session
+    _serve_loaded(session, _hook._state.finder)
     status = 0
     try:
         runpy.run_path(script, run_name="__main__")
