@@ -25,41 +25,14 @@
 #include "mpiimport/finder.h"
 #include "mpiimport/image.h"
 #include "mpiimport/status.h"
+#include "python_runner.h"
 
 namespace {
 
-const char *const kPython = "/usr/bin/python3";
+using mpii_test::kPython;
 
-std::string shell_quote(const std::string &s)
-{
-    std::string out = "'";
-    for (char c : s) {
-        if (c == '\'')
-            out += "'\\''";
-        else
-            out += c;
-    }
-    return out + "'";
-}
-
-std::string run_python(const std::string &script, const std::vector<std::string> &args)
-{
-    std::string cmd = std::string(kPython) + " -I -S -B -c " + shell_quote(script);
-    for (const std::string &a : args)
-        cmd += " " + shell_quote(a);
-    FILE *p = popen(cmd.c_str(), "r");
-    EXPECT_NE(p, nullptr) << cmd;
-    if (p == nullptr)
-        return "";
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        out.append(buf, n);
-    const int rc = pclose(p);
-    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << "python failed: " << cmd;
-    return out;
-}
+using mpii_test::run_python;
+using mpii_test::shell_quote;
 
 std::vector<std::string> lines(const std::string &s)
 {

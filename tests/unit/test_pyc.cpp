@@ -22,10 +22,11 @@
 #include <vector>
 
 #include "mpiimport/pyc.h"
+#include "python_runner.h"
 
 namespace {
 
-const char *const kPython = "/usr/bin/python3";
+using mpii_test::kPython;
 
 // The magic of this test's Python 3.11 (importlib.util.MAGIC_NUMBER); the
 // CPython cross-checks below take it from the interpreter instead.
@@ -52,38 +53,8 @@ mpii_pyc_verdict check(const std::vector<uint8_t> &pyc, int64_t mtime_ns, uint64
 
 constexpr int64_t kSec = 1000000000LL;
 
-std::string shell_quote(const std::string &s)
-{
-    std::string out = "'";
-    for (char c : s) {
-        if (c == '\'')
-            out += "'\\''";
-        else
-            out += c;
-    }
-    return out + "'";
-}
-
-// Runs /usr/bin/python3 -I -S -c script args...; returns its stdout, and
-// fails the test when it exits non-zero.
-std::string run_python(const std::string &script, const std::vector<std::string> &args)
-{
-    std::string cmd = std::string(kPython) + " -I -S -B -c " + shell_quote(script);
-    for (const std::string &a : args)
-        cmd += " " + shell_quote(a);
-    FILE *p = popen(cmd.c_str(), "r");
-    EXPECT_NE(p, nullptr) << cmd;
-    if (p == nullptr)
-        return "";
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        out.append(buf, n);
-    const int rc = pclose(p);
-    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << "python failed: " << cmd;
-    return out;
-}
+using mpii_test::run_python;
+using mpii_test::shell_quote;
 
 std::vector<uint8_t> read_bytes(const std::string &path)
 {
