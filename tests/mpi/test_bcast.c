@@ -176,14 +176,17 @@ static void one_bcast(test_ctx *c, mpii_transport *t, int root, size_t len, unsi
     if (c->rank == root)
         src = make_payload(c, len, seed);
     mpii_bcast_req *req = NULL;
+    char what[96];
+    (void)snprintf(what, sizeof what, "bcast_start (tag %u, root %d, %zu bytes)", tag, root, len);
     mpii_status st = c->ops->bcast_start(t, root, src, len, &req);
     if (st != MPII_OK)
-        fatal(c, "bcast_start", st);
+        fatal(c, what, st);
     void *buf = NULL;
     size_t got = 0;
     st = c->ops->bcast_wait(t, req, WAIT_S, &buf, &got);
+    (void)snprintf(what, sizeof what, "bcast_wait (tag %u, root %d, %zu bytes)", tag, root, len);
     if (st != MPII_OK)
-        fatal(c, "bcast_wait", st);
+        fatal(c, what, st);
     if (c->rank != root)
         check_received(c, "bcast", root, buf, got, len, seed);
     else

@@ -16,8 +16,9 @@
  * p2p layer under its mutex but from two threads, the caller's and its
  * background progress thread (which lets a root that blocks elsewhere, e.g.
  * in mpi4py's MPI_Init, still deliver what it started sending).
- * Endpoints are created lazily, the first time a peer is sent to or received
- * from, so a rank only ever connects to its tree neighbours; init creates the
+ * Endpoints are created lazily, the first time a peer is sent to (or, on
+ * another node, received from: see ucx_irecv), so a rank only ever connects to
+ * its tree neighbours; init creates the
  * ones of the tree rooted at rank 0 at once, so that a UCX_TLS that cannot
  * reach the peers fails init with a sentence (UCX itself also logs an error).
  *
@@ -255,12 +256,21 @@ static mpii_status ucx_irecv(mpii_p2p *p, int peer, uint64_t tag, void *buf, siz
     if (out == NULL || !check_peer(p, peer, tag) || (buf == NULL && len > 0))
         return MPII_ERR_INVALID;
     *out = NULL;
-    /* Connecting to the sender is not needed to receive, but it lets the
-     * endpoint's error handler tell us when the sender dies. */
-    ucp_ep_h ep = NULL;
-    mpii_status st = get_ep(p, peer, &ep);
-    if (st != MPII_OK)
-        return st;
+    /* Connecting to the sender is not needed to receive. To another node it
+     * lets the endpoint's error handler tell us when the sender dies; within
+     * a node there is no such handler, so no endpoint is made. A sender may
+     * legitimately have sent its last message and closed already: then
+     * connecting fails (shared memory: its segment is gone) or the endpoint
+     * reports an error, yet the message is here. So the receive is posted
+     * regardless; poll_req cancels it only if it is still unmatched once the
+     * peer is known to be gone (UCX delivers what a peer sent before its
+     * connection's end, and a graceful sender waits for its sends). */
+    if (!p->same_node[peer] && p->eps[peer] == NULL && !p->failed[peer]) {
+        ucp_ep_h ep = NULL;
+        /* Failing here only costs the early warning: the receive still
+         * completes when the message comes, or times out in the caller. */
+        (void)get_ep(p, peer, &ep);
+    }
     struct mpii_p2p_req *r = req_new(p, peer, 1, len);
     if (r == NULL)
         return MPII_ERR_NOMEM;
