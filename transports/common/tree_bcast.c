@@ -70,6 +70,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mpiimport/buffer.h"
 #include "tree_bcast.h"
 
 #define TREE_PREFIX 24u
@@ -299,7 +300,7 @@ static mpii_status header_arrived(struct mpii_bcast_req *b)
     if (b->nchunks > TAG_CHUNK_LIMIT)
         return MPII_ERR_CORRUPT;
     if (b->len > 0) {
-        b->data = malloc(b->len);
+        b->data = mpii_buffer_alloc(b->len);
         if (b->data == NULL)
             return MPII_ERR_NOMEM;
         size_t inl = b->len < TREE_INLINE ? b->len : TREE_INLINE;

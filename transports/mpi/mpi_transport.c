@@ -58,6 +58,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mpiimport/buffer.h"
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
 
@@ -438,7 +439,7 @@ static mpii_status header_arrived(struct mpii_bcast_req *req)
 #endif
     req->len = (size_t)len64;
     if (req->len > 0 && req->data == NULL) {
-        req->data = malloc(req->len);
+        req->data = mpii_buffer_alloc(req->len);
         if (req->data == NULL)
             return MPII_ERR_NOMEM;
     }
