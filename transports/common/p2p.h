@@ -28,13 +28,15 @@ typedef struct mpii_p2p_ops {
     /* Sends len bytes of buf to peer with tag; buf stays valid until done. */
     mpii_status (*isend)(mpii_p2p *p, int peer, uint64_t tag, const void *buf, size_t len,
                          mpii_p2p_req **req);
-    /* Receives exactly len bytes from peer with tag into buf. */
+    /* Receives a message of at most len bytes from peer with tag into buf
+     * (a longer one fails the receive with MPII_ERR_CORRUPT). */
     mpii_status (*irecv)(mpii_p2p *p, int peer, uint64_t tag, void *buf, size_t len,
                          mpii_p2p_req **req);
-    /* Makes progress; *done = 1 when req has completed (req is then freed).
-     * A failed operation returns its error with *done = 1; an error with
-     * *done = 0 leaves req pending. */
-    mpii_status (*test)(mpii_p2p *p, mpii_p2p_req *req, int *done);
+    /* Makes progress; *done = 1 when req has completed (req is then freed),
+     * and then *got (if got is not NULL) is the number of bytes that arrived
+     * (receives) or were sent. A failed operation returns its error with
+     * *done = 1; an error with *done = 0 leaves req pending. */
+    mpii_status (*test)(mpii_p2p *p, mpii_p2p_req *req, int *done, size_t *got);
     /* Makes progress on everything pending without waiting. */
     mpii_status (*progress)(mpii_p2p *p);
 } mpii_p2p_ops;

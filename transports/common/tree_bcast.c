@@ -7,12 +7,14 @@
  * lowest set bit cleared, and its children are vr + m for the powers of two m
  * below that bit (the root: all powers below size), largest subtree first.
  * Every broadcast sends, along each tree edge:
- *   1. one header message of MPII_TREE_HEADER_BYTES:
+ *   1. one header message of at most MPII_TREE_HEADER_BYTES:
  *        [0..8)    magic "MPIITB01"
  *        [8..16)   total length, uint64, host byte order (one build everywhere)
  *        [16..24)  chunk size the root chose, uint64
- *        [24..)    the first TREE_INLINE bytes of the message
- *      so a message that fits inline costs one message per edge;
+ *        [24..)    the first min(length, TREE_INLINE) bytes of the message
+ *      so a message that fits inline costs one message per edge, and a small
+ *      one is a small message (the receiver posts the full size and checks
+ *      that exactly prefix + inline part arrived);
  *   2. the rest, cut into chunks, pipelined: a receiver keeps up to
  *      TREE_WINDOW chunk receives posted, and as soon as chunk k has arrived
  *      forwards it to each child (up to TREE_WINDOW sends outstanding per
@@ -133,6 +135,7 @@ struct mpii_bcast_req {
     mpii_p2p_req *recv_win[TREE_WINDOW];
     int nchildren;
     struct tree_child children[TREE_MAX_CHILDREN];
+    size_t header_len;        /* bytes of header in use: prefix + inline part */
     unsigned char header[MPII_TREE_HEADER_BYTES];
 };
 
@@ -243,8 +246,11 @@ static int tree_links(int v, int n, int children[TREE_MAX_CHILDREN], int *nchild
     return v == 0 ? -1 : v - (int)low;
 }
 
-/* Tests *r; clears it when complete. *moved is set on completion. */
-static mpii_status test_slot(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved)
+/* Tests *r; clears it when complete. *moved is set on completion. A receive
+ * must have brought exactly want bytes (want = SIZE_MAX: any length, stored
+ * in *got); sends pass want = 0 and got = NULL. */
+static mpii_status test_recv(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved,
+                             size_t want, size_t *got)
 {
     *complete = 0;
     if (*r == NULL) {
@@ -252,13 +258,23 @@ static mpii_status test_slot(mpii_tree *t, mpii_p2p_req **r, int *complete, int 
         return MPII_OK;
     }
     int done = 0;
-    mpii_status st = t->ops->test(t->p2p, *r, &done);
+    size_t n = 0;
+    mpii_status st = t->ops->test(t->p2p, *r, &done, &n);
+    if (done && st == MPII_OK && want != 0 && want != SIZE_MAX && n != want)
+        st = MPII_ERR_CORRUPT;
+    if (done && got != NULL)
+        *got = n;
     if (done) {
         *r = NULL;
         *complete = 1;
         *moved = 1;
     }
     return st;
+}
+
+static mpii_status test_slot(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved)
+{
+    return test_recv(t, r, complete, moved, 0, NULL);
 }
 
 /* ---- broadcast ---------------------------------------------------------- */
@@ -287,7 +303,7 @@ static size_t count_chunks(size_t len, size_t chunk)
  * and copy the inline part. */
 static mpii_status header_arrived(struct mpii_bcast_req *b)
 {
-    if (memcmp(b->header, tree_magic, sizeof tree_magic) != 0)
+    if (b->header_len < TREE_PREFIX || memcmp(b->header, tree_magic, sizeof tree_magic) != 0)
         return MPII_ERR_CORRUPT;
     uint64_t len64, chunk64;
     memcpy(&len64, b->header + 8, sizeof len64);
@@ -299,6 +315,8 @@ static mpii_status header_arrived(struct mpii_bcast_req *b)
     b->nchunks = count_chunks(b->len, b->chunk);
     if (b->nchunks > TAG_CHUNK_LIMIT)
         return MPII_ERR_CORRUPT;
+    if (b->header_len != TREE_PREFIX + (b->len < TREE_INLINE ? b->len : TREE_INLINE))
+        return MPII_ERR_CORRUPT; /* the inline part must be all there */
     if (b->len > 0) {
         b->data = mpii_buffer_alloc(b->len);
         if (b->data == NULL)
@@ -325,7 +343,8 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
                 return st;
             }
         }
-        if ((st = test_slot(t, &b->header_recv, &complete, moved)) != MPII_OK)
+        if ((st = test_recv(t, &b->header_recv, &complete, moved, SIZE_MAX, &b->header_len)) !=
+            MPII_OK)
             return st;
         if (!complete)
             return MPII_OK;
@@ -349,7 +368,8 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
             *moved = 1;
         }
         while (b->recv_done < b->recv_posted) {
-            st = test_slot(t, &b->recv_win[b->recv_done % TREE_WINDOW], &complete, moved);
+            st = test_recv(t, &b->recv_win[b->recv_done % TREE_WINDOW], &complete, moved,
+                           chunk_length(b, b->recv_done), NULL);
             if (st != MPII_OK)
                 return st;
             if (!complete)
@@ -364,7 +384,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
         struct tree_child *c = &b->children[i];
         if (!c->header_posted) {
             st = t->ops->isend(t->p2p, c->rank, bcast_tag(KIND_HEADER, b->seq, 0), b->header,
-                               MPII_TREE_HEADER_BYTES, &c->header);
+                               b->header_len, &c->header);
             if (st != MPII_OK) {
                 c->header = NULL;
                 return st;
@@ -735,8 +755,7 @@ static mpii_status bcast_start_locked(mpii_tree *t, int root, const void *buf, s
         memcpy(b->header + 16, &chunk64, sizeof chunk64);
         if (inl > 0)
             memcpy(b->header + TREE_PREFIX, buf, inl);
-        /* Zero the unused tail so no stale heap bytes go on the wire. */
-        memset(b->header + TREE_PREFIX + inl, 0, TREE_INLINE - inl);
+        b->header_len = TREE_PREFIX + inl; /* only this much goes on the wire */
     }
     b->prev = t->bcasts_tail;
     if (t->bcasts_tail != NULL)

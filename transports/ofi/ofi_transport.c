@@ -90,6 +90,7 @@ struct mpii_p2p_req {
     uint64_t wire_tag;
     void *buf;
     size_t len;
+    size_t got;         /* bytes that arrived (receives) or len (sends), once done */
     struct fid_mr *mr;  /* FI_MR_LOCAL registration, or NULL */
 };
 
@@ -183,7 +184,8 @@ static mpii_status drain_cq(struct mpii_p2p *p)
             struct mpii_p2p_req *r = e[i].op_context;
             if (r == NULL)
                 continue;
-            req_complete(r, r->is_recv && e[i].len != r->len ? MPII_ERR_CORRUPT : MPII_OK);
+            r->got = r->is_recv ? e[i].len : r->len;
+            req_complete(r, r->is_recv && e[i].len > r->len ? MPII_ERR_CORRUPT : MPII_OK);
         }
         if (n < OFI_CQ_BATCH)
             return MPII_OK;
@@ -289,7 +291,7 @@ static mpii_status ofi_irecv(mpii_p2p *p, int peer, uint64_t tag, void *buf, siz
     return start_op(p, 1, peer, tag, buf, len, out);
 }
 
-static mpii_status ofi_test(mpii_p2p *p, mpii_p2p_req *r, int *done)
+static mpii_status ofi_test(mpii_p2p *p, mpii_p2p_req *r, int *done, size_t *got)
 {
     if (p == NULL || r == NULL || done == NULL)
         return MPII_ERR_INVALID;
@@ -302,6 +304,8 @@ static mpii_status ofi_test(mpii_p2p *p, mpii_p2p_req *r, int *done)
             return MPII_OK;
     }
     mpii_status st = r->status;
+    if (got != NULL)
+        *got = r->got;
     req_unlink_free(p, r);
     *done = 1;
     return st;

@@ -47,7 +47,8 @@
  * UCP_OP_ATTR_FLAG_NO_IMM_CMPL: UCX 1.13 completes a callback-less receive at
  * once without filling in its size. Live wrappers sit on a list so that
  * finalize can cancel and free whatever the tree left pending. Every UCX error
- * becomes MPII_ERR_TRANSPORT; a message of the wrong size, MPII_ERR_CORRUPT.
+ * becomes MPII_ERR_TRANSPORT; a message longer than its receive buffer,
+ * MPII_ERR_CORRUPT.
  *
  * Finalize stops the tree (and its thread), closes the endpoints with a flush
  * (failed ones by force), progresses the closes for at most
@@ -89,7 +90,7 @@ struct mpii_p2p_req {
     struct mpii_p2p_req *prev, *next; /* the p2p's list of live requests */
     void *ucx;           /* UCX request while pending, NULL once complete */
     ucs_status_t status; /* the final status once ucx is NULL */
-    size_t want;         /* receives: the size expected */
+    size_t want;         /* receives: the buffer's size; sends: the length */
     size_t got;          /* receives: the size that arrived */
     int peer;
     int is_recv;
@@ -327,7 +328,7 @@ static void poll_req(struct mpii_p2p *p, struct mpii_p2p_req *r)
     r->status = st;
 }
 
-static mpii_status ucx_test(mpii_p2p *p, mpii_p2p_req *r, int *done)
+static mpii_status ucx_test(mpii_p2p *p, mpii_p2p_req *r, int *done, size_t *got)
 {
     if (p == NULL || r == NULL || done == NULL)
         return MPII_ERR_INVALID;
@@ -345,10 +346,14 @@ static mpii_status ucx_test(mpii_p2p *p, mpii_p2p_req *r, int *done)
     }
     /* Complete: report and free. An error completes (and frees) it too. */
     mpii_status st = MPII_OK;
-    if (r->status != UCS_OK)
-        st = MPII_ERR_TRANSPORT;
-    else if (r->is_recv && r->got != r->want)
+    if (r->status == UCS_ERR_MESSAGE_TRUNCATED)
         st = MPII_ERR_CORRUPT;
+    else if (r->status != UCS_OK)
+        st = MPII_ERR_TRANSPORT;
+    else if (r->is_recv && r->got > r->want)
+        st = MPII_ERR_CORRUPT;
+    if (got != NULL)
+        *got = r->is_recv ? r->got : r->want;
     req_unlink_free(p, r);
     *done = 1;
     return st;
