@@ -49,6 +49,7 @@ struct mpii_pmix_boot {
     int size;
     mpii_node_info node;
     int *node_ranks; /* node.local_size world ranks, ascending */
+    int host_ranks;  /* ranks the launcher placed on this host (PMIX_LOCAL_SIZE), or -1 */
 };
 
 /* Reads an integer-typed PMIx value as an int in 0..INT_MAX. */
@@ -372,6 +373,8 @@ mpii_status mpii_pmix_boot_init(int ranks_per_node, mpii_pmix_boot **out, char *
         goto fail;
     }
     b->rank = (int)b->me.rank;
+    if (get_int(&wild, PMIX_LOCAL_SIZE, 0, &b->host_ranks) != PMIX_SUCCESS)
+        b->host_ranks = -1; /* unknown: only a provider preference depends on it */
     if (ranks_per_node > 0) {
         st = simulated_nodes(b, ranks_per_node);
         if (st != MPII_OK) {
@@ -393,6 +396,8 @@ fail:
 int mpii_pmix_boot_rank(const mpii_pmix_boot *b) { return b != NULL ? b->rank : -1; }
 
 int mpii_pmix_boot_size(const mpii_pmix_boot *b) { return b != NULL ? b->size : -1; }
+
+int mpii_pmix_boot_host_ranks(const mpii_pmix_boot *b) { return b != NULL ? b->host_ranks : -1; }
 
 mpii_status mpii_pmix_boot_node(const mpii_pmix_boot *b, mpii_node_info *info,
                                 const int **node_ranks)

@@ -47,7 +47,8 @@
  * say, which waits for every rank while those ranks wait for the root's
  * bytes — would deadlock the job. So the tree owns one thread that, whenever
  * operations are pending and no call of ours is running, steps them every
- * TREE_BG_POLL_NS; with nothing pending it sleeps on a condition variable.
+ * TREE_BG_POLL_NS; once nothing has been pending for TREE_BG_LINGER_S it
+ * sleeps on a condition variable, and only then does new work signal it.
  * One mutex serialises everything (tree state and every p2p call), so the
  * p2p layer sees one caller at a time, though not always the same thread
  * (libfabric FI_THREAD_DOMAIN, UCX UCS_THREAD_MODE_SERIALIZED); a wait
@@ -85,8 +86,11 @@
  * last movement, then sleep between polls. */
 #define TREE_SPIN_NS 2000000L /* 2 ms */
 #define TREE_SLEEP_NS 50000L  /* 50 us */
-/* Background progress: poll interval while operations are pending. */
+/* Background progress: poll interval while operations are pending, and how
+ * long it keeps polling once nothing is (so that the next operation needs no
+ * wake-up signal: waking a thread cost 30 us per 1 KiB broadcast). */
 #define TREE_BG_POLL_NS 1000000L /* 1 ms */
+#define TREE_BG_LINGER_S 0.2
 
 /* Tag layout. */
 #define TAG_KIND_SHIFT 37
@@ -178,6 +182,7 @@ struct mpii_tree {
     int thread_started;
     int stop;
     int waiting;           /* calls of ours inside a wait loop: they drive progress */
+    int bg_asleep;         /* the background thread waits for a signal, not a timer */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -617,16 +622,27 @@ static struct timespec deadline_in(long ns)
 static void *background_progress(void *arg)
 {
     mpii_tree *t = arg;
+    double idle_since = -1.0;
     (void)pthread_mutex_lock(&t->lock);
     while (!t->stop) {
         if (!has_work(t)) {
-            /* Woken by new work or stop; a spurious wakeup just loops. */
-            (void)pthread_cond_wait(&t->wake, &t->lock);
-            continue;
-        }
-        if (t->waiting == 0) {
-            int moved = 0;
-            (void)progress_all(t, &moved); /* errors stay on their operations */
+            double now = now_seconds();
+            if (idle_since < 0.0)
+                idle_since = now;
+            if (now - idle_since >= TREE_BG_LINGER_S) {
+                /* Woken by new work or stop; a spurious wakeup just loops. */
+                t->bg_asleep = 1;
+                (void)pthread_cond_wait(&t->wake, &t->lock);
+                t->bg_asleep = 0;
+                idle_since = -1.0;
+                continue;
+            }
+        } else {
+            idle_since = -1.0;
+            if (t->waiting == 0) {
+                int moved = 0;
+                (void)progress_all(t, &moved); /* errors stay on their operations */
+            }
         }
         struct timespec until = deadline_in(TREE_BG_POLL_NS);
         (void)pthread_cond_timedwait(&t->wake, &t->lock, &until); /* timeout is the normal way out */
@@ -781,7 +797,7 @@ mpii_status mpii_tree_bcast_start(mpii_tree *t, int root, const void *buf, size_
     *out = NULL;
     (void)pthread_mutex_lock(&t->lock);
     mpii_status st = bcast_start_locked(t, root, buf, len, out);
-    if (st == MPII_OK)
+    if (st == MPII_OK && t->bg_asleep)
         (void)pthread_cond_signal(&t->wake); /* new work for the background thread */
     (void)pthread_mutex_unlock(&t->lock);
     return st;
@@ -926,7 +942,8 @@ mpii_status mpii_tree_barrier(mpii_tree *t, const int *members, int count, doubl
     mpii_status st = barrier_locked(t, members, count, timeout_s);
     t->waiting--;
     /* A barrier left running (timed out) is work for the background thread. */
-    (void)pthread_cond_signal(&t->wake);
+    if (t->bg_asleep)
+        (void)pthread_cond_signal(&t->wake);
     (void)pthread_mutex_unlock(&t->lock);
     return st;
 }

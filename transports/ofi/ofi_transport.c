@@ -13,7 +13,9 @@
  * operation carries a struct fi_context2) and the FI_MR_LOCAL family of memory
  * registration modes. libfabric itself applies FI_PROVIDER (and its other FI_*
  * variables) to the answer, so users pick providers as with any libfabric
- * program; the first answer is used. Then: fabric, domain, a completion queue
+ * program; the first answer is used. With FI_PROVIDER unset and every rank on
+ * this host (PMIX_LOCAL_SIZE == job size), the shm provider is asked for first
+ * (see p2p_open), since libfabric's first answer is often tcp. Then: fabric, domain, a completion queue
  * (FI_CQ_FORMAT_TAGGED, polled), an address vector (FI_AV_TABLE), the
  * endpoint; its fi_getname goes through the PMIx exchange and every rank's
  * name is fi_av_insert'ed.
@@ -27,7 +29,7 @@
  * completion queue has been read), in order, so posting never blocks.
  * Completions and errors (fi_cq_readerr) are read from the completion queue
  * and marked on the request found through its context; test reports and frees
- * it. A receive whose size differs from the one expected is MPII_ERR_CORRUPT,
+ * it. A receive longer than its buffer is MPII_ERR_CORRUPT,
  * other errors MPII_ERR_TRANSPORT. With FI_MR_LOCAL every non-empty buffer is
  * registered (fi_mr_reg) for the life of its operation. Messages larger than
  * the provider's max_msg_size are refused, so the tree's chunk is capped at
@@ -320,7 +322,12 @@ static const mpii_p2p_ops ofi_p2p_ops = {
 
 /* ---- libfabric set-up and tear-down ------------------------------------- */
 
-static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, size_t err_cap)
+/* prefer_shm: every rank runs on this host, so when the user has not chosen
+ * (FI_PROVIDER unset) the shm provider is asked first: measured at 2 ranks,
+ * a 1 KiB broadcast took 1.5 us over shm against 22 us over tcp;ofi_rxm,
+ * libfabric's first answer here. */
+static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, int prefer_shm, char *err,
+                            size_t err_cap)
 {
     p->rank = rank;
     p->size = size;
@@ -336,7 +343,20 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, char *err, s
     hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
     hints->domain_attr->threading = FI_THREAD_DOMAIN;
     hints->domain_attr->av_type = FI_AV_TABLE;
-    int rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
+    int rc = -FI_ENODATA;
+    if (prefer_shm && getenv("FI_PROVIDER") == NULL) {
+        hints->fabric_attr->prov_name = strdup("shm"); /* freed by fi_freeinfo */
+        if (hints->fabric_attr->prov_name != NULL) {
+            rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
+                            &p->info);
+            free(hints->fabric_attr->prov_name);
+            hints->fabric_attr->prov_name = NULL;
+            if (rc != 0)
+                p->info = NULL; /* no shm here: take libfabric's own choice */
+        }
+    }
+    if (p->info == NULL)
+        rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
                         &p->info);
     fi_freeinfo(hints);
     if (rc != 0 || p->info == NULL) {
@@ -496,8 +516,9 @@ static mpii_status ofi_open(mpii_pmix_boot *boot, const mpii_transport_options *
         mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory");
         return MPII_ERR_NOMEM;
     }
-    mpii_status st =
-        p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot), err, err_cap);
+    int size = mpii_pmix_boot_size(boot);
+    mpii_status st = p2p_open(p, mpii_pmix_boot_rank(boot), size,
+                              mpii_pmix_boot_host_ranks(boot) == size, err, err_cap);
     if (st == MPII_OK)
         st = p2p_connect(p, boot, err, err_cap);
     if (st != MPII_OK) {
