@@ -129,3 +129,30 @@ def test_unmounts_after_a_failed_run(workdir):
     assert p.returncode == 1, p.stdout[-4000:]
     assert "FAILED" in p.stdout and "failed" in p.stdout
     assert not mounts_under(workdir)
+
+
+def test_startup_bench_two_ranks(workdir):
+    """startup_bench.py end to end at 2 ranks: every cell measured, the packed image
+    replayed, the site hook really active when asked for (checked inside), the
+    report written, nothing left mounted (the fixture)."""
+    out = os.path.join(workdir, "startup.md")
+    cmd = [sys.executable, os.path.join(HERE, "startup_bench.py"), "--build", BUILD, "--emufs", EMUFS,
+           "--workdir", workdir, "--ranks", "2", "--repeat", "1", "--pass-runs", "3", "--meta-us", "0",
+           "--out", out]
+    p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-4000:]
+    with open(out) as f:
+        text = f.read()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 2 and cells[0] in ("local 1", "local 2", "emufs 2 plain", "emufs 2 image",
+                                             "no hook", "hook installed"):
+            rows[cells[0]] = cells
+    assert sorted(rows) == sorted(["local 1", "local 2", "emufs 2 plain", "emufs 2 image", "no hook",
+                                   "hook installed"]), text
+    for k in ("local 1", "local 2", "emufs 2 plain", "emufs 2 image"):
+        assert float(rows[k][1]) > 0.0, rows[k]
+    assert float(rows["local 1"][3]) == 1.0
+    assert int(rows["no hook"][1]) == 3 and float(rows["hook installed"][2]) > 0.0
