@@ -40,6 +40,7 @@ struct mpii_context {
     struct pending_send *sends;
     size_t nsends, sends_cap;
     int ended;      /* non-root: the end marker arrived */
+    int unclean;    /* finish failed: a peer may be gone */
     int frozen;     /* no more messages either way */
     int finished;
     char stage_root[MPII_PATH_MAX];
@@ -502,15 +503,24 @@ void mpii_context_invalidate(mpii_context *ctx)
 
 /* ---- messages ---- */
 
-/* Root: completes the sends whose receivers have all arrived. */
+/* Root: completes the sends whose receivers have all arrived. timeout_s
+ * bounds the whole call (not each send: hundreds of sends stuck behind a dead
+ * rank would otherwise take hundreds of timeouts); < 0 waits for ever. */
 static mpii_status progress_sends(mpii_context *ctx, double timeout_s)
 {
     size_t kept = 0;
     mpii_status result = MPII_OK;
+    double deadline = now_s() + (timeout_s > 0 ? timeout_s : 0.0);
     for (size_t i = 0; i < ctx->nsends; i++) {
         void *unused = NULL;
         size_t ulen = 0;
-        mpii_status st = ctx->ops->bcast_wait(ctx->transport, ctx->sends[i].req, timeout_s, &unused, &ulen);
+        double left = timeout_s;
+        if (timeout_s > 0) {
+            left = deadline - now_s();
+            if (left < 0.0)
+                left = 0.0; /* out of time: only collect what is already done */
+        }
+        mpii_status st = ctx->ops->bcast_wait(ctx->transport, ctx->sends[i].req, left, &unused, &ulen);
         if (st == MPII_OK) {
             free(ctx->sends[i].buf);
             continue;
@@ -925,6 +935,10 @@ mpii_status mpii_context_finish(mpii_context *ctx)
         if (ctx->stage != NULL && (st = mpii_stage_remove(ctx->stage)) != MPII_OK && result == MPII_OK)
             result = st;
     }
+    /* A finish that failed means some rank did not answer in time: it may
+     * be dead, so destroy must not wait for it (see there). */
+    if (result != MPII_OK)
+        ctx->unclean = 1;
     return result;
 }
 
@@ -934,6 +948,14 @@ void mpii_context_destroy(mpii_context *ctx)
         return;
     if (ctx->stage != NULL)
         mpii_stage_close(ctx->stage);
+    if (ctx->unclean && ctx->ops->finalize_waits_for_peers) {
+        /* The end of the session timed out or failed, so a peer may be dead,
+         * and this transport's finalize (MPI_Finalize) would wait for it for
+         * ever: the runtime is left to the end of the process instead. */
+        ctx->transport = NULL;
+        ctx->sends = NULL; /* and so are buffers it may still read */
+        ctx->nsends = 0;
+    }
     if (ctx->nsends > 0) {
         /* Sends that never completed (a rank never drained them: it died or
          * hung). Finalising the runtime under pending operations crashes

@@ -1,10 +1,14 @@
 """Bad situations end in a plain import with one clear message, never a hang
 or wrong bytes: ranks importing in different orders, an unknown transport, a
-bad setting, no parallel launcher, disabled by the user."""
+bad setting, no parallel launcher, disabled by the user, a rank that dies."""
+import json
 import os
+import subprocess
 import time
 
-from conftest import JOBS, load_ranks, run_mpi, run_plain
+import pytest
+
+from conftest import JOBS, MPIRUN, PYTHON, job_env, load_ranks, run_mpi, run_plain
 
 
 def test_desync_finishes_with_one_warning(tmp_path):
@@ -93,3 +97,29 @@ def test_application_finalizes_mpi_itself(tmp_path):
         # (lines of different ranks may interleave)
         assert p.stdout.count("gone True") == 3, p.stdout + p.stderr
     assert "mpiimport:" not in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(os.environ.get("MPIIMPORT_TRANSPORT") == "ucx",
+                    reason="UCX 1.13 aborts survivors of a dead local peer (README, Limits)")
+def test_dead_rank_survivors_finish(tmp_path):
+    """Rank 2 is SIGKILLed right after install(), in lock-step mode; the others
+    import numpy and scipy.sparse (rank 3 sits below rank 2 in the fabric
+    transports' tree, so it loses its source). Every survivor must end with the
+    right modules within a bounded time, and the job must end: no MPI_Finalize
+    waiting for the dead rank, no per-import full timeouts."""
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+           "--enable-recovery", "-n", "4", PYTHON, os.path.join(JOBS, "dead_rank.py"), str(tmp_path), "2"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, env=job_env({"MPIIMPORT_TIMEOUT": "3"}), capture_output=True, text=True,
+                       timeout=240)
+    elapsed = time.monotonic() - t0
+    assert not os.path.exists(os.path.join(str(tmp_path), "rank2.json"))
+    for r in (0, 1, 3):
+        path = os.path.join(str(tmp_path), "rank%d.json" % r)
+        assert os.path.exists(path), "rank %d did not finish:\n%s" % (r, p.stderr[-3000:])
+        with open(path) as f:
+            d = json.load(f)
+        assert d["value"] == 48.0
+        assert d["numpy_file"].endswith("numpy/__init__.py")
+    # bounded: a few MPIIMPORT_TIMEOUTs, not one per import (numpy has ~130)
+    assert elapsed < 90, (elapsed, p.stderr[-3000:])

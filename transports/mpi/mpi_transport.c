@@ -663,4 +663,5 @@ const mpii_transport_ops mpii_mpi_ops = {
     .barrier = mpi_barrier,
     .node_barrier = mpi_node_barrier,
     .finalize = mpi_finalize,
+    .finalize_waits_for_peers = 1,
 };

@@ -63,6 +63,10 @@ typedef struct mpii_transport_ops {
     mpii_status (*node_barrier)(mpii_transport *t, double timeout_s);
     /* Frees the transport; finalises its runtime if init started it. */
     void (*finalize)(mpii_transport *t);
+    /* Nonzero when finalize may wait for every rank (MPI_Finalize does, in
+     * Open MPI): callers then skip it once a peer has stopped answering,
+     * since it would wait for ever. */
+    int finalize_waits_for_peers;
 } mpii_transport_ops;
 
 /* The one-process transport (rank 0 of 1), always compiled into the core. */
