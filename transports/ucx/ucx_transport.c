@@ -16,9 +16,9 @@
  * p2p layer under its mutex but from two threads, the caller's and its
  * background progress thread (which lets a root that blocks elsewhere, e.g.
  * in mpi4py's MPI_Init, still deliver what it started sending).
- * Endpoints are created lazily, the first time a peer is sent to (or, on
- * another node, received from: see ucx_irecv), so a rank only ever connects to
- * its tree neighbours; init creates the
+ * Endpoints are created lazily, the first time a peer is sent to (never for
+ * a receive: see ucx_irecv), so a rank only ever connects to its tree
+ * neighbours; init creates the
  * ones of the tree rooted at rank 0 at once, so that a UCX_TLS that cannot
  * reach the peers fails init with a sentence (UCX itself also logs an error).
  *
@@ -29,8 +29,10 @@
  * shared-memory transports (posix, sysv; cma has no active messages at all)
  * have no peer-failure support, and asking for it would silently move all
  * node-local traffic to tcp. A dead local peer is left to the callers'
- * timeouts. With simulated nodes (ranks_per_node) the split follows them, so
- * "remote" peers on one machine really do take the failure-detecting path. If
+ * timeouts. When every rank is on this host (PMIX_LOCAL_SIZE == job size)
+ * all endpoints are node-local, whatever simulated nodes (ranks_per_node)
+ * say: UCX 1.13's tcp path, which peer mode selects, aborts a process that
+ * connects to a peer that has just finalised. If
  * creating a peer-mode endpoint fails (no selected transport supports it:
  * UCX logs one error), that endpoint and all later ones use mode none.
  *
@@ -257,21 +259,15 @@ static mpii_status ucx_irecv(mpii_p2p *p, int peer, uint64_t tag, void *buf, siz
     if (out == NULL || !check_peer(p, peer, tag) || (buf == NULL && len > 0))
         return MPII_ERR_INVALID;
     *out = NULL;
-    /* Connecting to the sender is not needed to receive. To another node it
-     * lets the endpoint's error handler tell us when the sender dies; within
-     * a node there is no such handler, so no endpoint is made. A sender may
-     * legitimately have sent its last message and closed already: then
-     * connecting fails (shared memory: its segment is gone) or the endpoint
-     * reports an error, yet the message is here. So the receive is posted
-     * regardless; poll_req cancels it only if it is still unmatched once the
-     * peer is known to be gone (UCX delivers what a peer sent before its
-     * connection's end, and a graceful sender waits for its sends). */
-    if (!p->same_node[peer] && p->eps[peer] == NULL && !p->failed[peer]) {
-        ucp_ep_h ep = NULL;
-        /* Failing here only costs the early warning: the receive still
-         * completes when the message comes, or times out in the caller. */
-        (void)get_ep(p, peer, &ep);
-    }
+    /* No endpoint to the sender is made for a receive. A sender may
+     * legitimately have sent its last message and finalised already, and
+     * connecting to it then fails inside UCX 1.13 in ways that abort the
+     * process (shared memory: shmat EINVAL; tcp: "Connection refused", then
+     * an assertion in its tcp endpoint). So receives rely on the caller's
+     * timeout, or on an endpoint already made for sending, whose error
+     * handler marks the peer failed; poll_req cancels a receive only if it is
+     * still unmatched once the peer is known to be gone (UCX delivers what a
+     * peer sent before its connection's end). */
     struct mpii_p2p_req *r = req_new(p, peer, 1, len);
     if (r == NULL)
         return MPII_ERR_NOMEM;
@@ -378,7 +374,7 @@ static const mpii_p2p_ops ucx_p2p_ops = {
 
 /* node_ranks[0..local_size): the ranks on this rank's node. */
 static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *node_ranks,
-                            int local_size, char *err, size_t err_cap)
+                            int local_size, int one_host, char *err, size_t err_cap)
 {
     p->rank = rank;
     p->size = size;
@@ -399,6 +395,8 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, const int *n
         }
         p->same_node[node_ranks[i]] = 1;
     }
+    if (one_host) /* every rank on this host: shared memory to all, whatever the grouping */
+        memset(p->same_node, 1, n);
 
     ucp_config_t *config = NULL;
     ucs_status_t st = ucp_config_read(NULL, NULL, &config);
@@ -624,8 +622,9 @@ static mpii_status ucx_open(mpii_pmix_boot *boot, const mpii_transport_options *
         mpii_fabric_set_err(err, err_cap, "ucx transport: out of memory");
         return MPII_ERR_NOMEM;
     }
-    st = p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot), node_ranks,
-                  node.local_size, err, err_cap);
+    int size = mpii_pmix_boot_size(boot);
+    st = p2p_open(p, mpii_pmix_boot_rank(boot), size, node_ranks, node.local_size,
+                  mpii_pmix_boot_host_ranks(boot) == size, err, err_cap);
     if (st == MPII_OK)
         st = p2p_exchange(p, boot, err, err_cap);
     if (st == MPII_OK)
