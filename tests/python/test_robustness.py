@@ -110,8 +110,10 @@ def test_dead_rank_survivors_finish(tmp_path):
     cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
            "--enable-recovery", "-n", "4", PYTHON, os.path.join(JOBS, "dead_rank.py"), str(tmp_path), "2"]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, env=job_env({"MPIIMPORT_TIMEOUT": "3"}), capture_output=True, text=True,
-                       timeout=240)
+    # The stage goes under tmp_path: with a rank gone, nobody can tell that
+    # the node is done with it, so it stays (README, Limits).
+    env = job_env({"MPIIMPORT_TIMEOUT": "3", "MPIIMPORT_STAGE_DIR": str(tmp_path / "stage")})
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - t0
     assert not os.path.exists(os.path.join(str(tmp_path), "rank2.json"))
     for r in (0, 1, 3):

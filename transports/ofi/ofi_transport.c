@@ -65,6 +65,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
@@ -406,6 +408,23 @@ static mpii_status p2p_open(struct mpii_p2p *p, int rank, int size, int prefer_s
     OFI_TRY(fi_endpoint(p->domain, p->info, &p->ep, NULL), "fi_endpoint");
     OFI_TRY(fi_ep_bind(p->ep, &p->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind (CQ)");
     OFI_TRY(fi_ep_bind(p->ep, &p->av->fid, 0), "fi_ep_bind (AV)");
+    if (strcmp(prov, "shm") == 0) {
+        /* shm names its region in /dev/shm "<pid>:<domain>:<endpoint>" by
+         * default, and a process killed without clean-up leaves it there:
+         * a later process given the same pid (pid_max is often 32768) then
+         * fails fi_enable with EBUSY. A name unique to this process avoids
+         * that (measured: CI's test_bcast.ofi.np6 after test_dead_peer). */
+        char name[64];
+        struct timespec ts;
+        if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+            ts.tv_sec = ts.tv_nsec = 0;
+        uint64_t salt = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+                        ((uint64_t)(uintptr_t)p << 16);
+        int len = snprintf(name, sizeof name, "mpiimport-%ld-%d-%016llx", (long)getpid(), rank,
+                           (unsigned long long)salt);
+        if (len > 0 && (size_t)len < sizeof name)
+            OFI_TRY(fi_setname(&p->ep->fid, name, (size_t)len + 1), "fi_setname (shm)");
+    }
     OFI_TRY(fi_enable(p->ep), "fi_enable");
 #undef OFI_TRY
     return MPII_OK;
