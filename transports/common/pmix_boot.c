@@ -397,7 +397,10 @@ int mpii_pmix_boot_rank(const mpii_pmix_boot *b) { return b != NULL ? b->rank : 
 
 int mpii_pmix_boot_size(const mpii_pmix_boot *b) { return b != NULL ? b->size : -1; }
 
-int mpii_pmix_boot_host_ranks(const mpii_pmix_boot *b) { return b != NULL ? b->host_ranks : -1; }
+int mpii_pmix_boot_all_on_host(const mpii_pmix_boot *b)
+{
+    return b != NULL && b->host_ranks == b->size;
+}
 
 mpii_status mpii_pmix_boot_node(const mpii_pmix_boot *b, mpii_node_info *info,
                                 const int **node_ranks)

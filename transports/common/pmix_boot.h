@@ -17,9 +17,10 @@ mpii_status mpii_pmix_boot_init(int ranks_per_node, mpii_pmix_boot **out, char *
                                 size_t err_cap);
 int mpii_pmix_boot_rank(const mpii_pmix_boot *b);
 int mpii_pmix_boot_size(const mpii_pmix_boot *b);
-/* The number of ranks the launcher placed on this host (PMIX_LOCAL_SIZE),
- * whatever ranks_per_node simulates; -1 when the launcher does not say. */
-int mpii_pmix_boot_host_ranks(const mpii_pmix_boot *b);
+/* 1 when the launcher placed every rank of the job on this host
+ * (PMIX_LOCAL_SIZE == job size), whatever ranks_per_node simulates; 0 when
+ * not, or when the launcher does not say. */
+int mpii_pmix_boot_all_on_host(const mpii_pmix_boot *b);
 /* Complete as soon as init returns (from the launcher's job map, no fence).
  * node ranks: the world ranks on this rank's node, ascending; owned by b. */
 mpii_status mpii_pmix_boot_node(const mpii_pmix_boot *b, mpii_node_info *info,

@@ -251,11 +251,10 @@ static int tree_links(int v, int n, int children[TREE_MAX_CHILDREN], int *nchild
     return v == 0 ? -1 : v - (int)low;
 }
 
-/* Tests *r; clears it when complete. *moved is set on completion. A receive
- * must have brought exactly want bytes (want = SIZE_MAX: any length, stored
- * in *got); sends pass want = 0 and got = NULL. */
-static mpii_status test_recv(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved,
-                             size_t want, size_t *got)
+/* Tests *r; clears it when complete. *moved is set on completion, and then
+ * *got (if not NULL) is the length the p2p layer reports. */
+static mpii_status test_slot(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved,
+                             size_t *got)
 {
     *complete = 0;
     if (*r == NULL) {
@@ -263,23 +262,13 @@ static mpii_status test_recv(mpii_tree *t, mpii_p2p_req **r, int *complete, int 
         return MPII_OK;
     }
     int done = 0;
-    size_t n = 0;
-    mpii_status st = t->ops->test(t->p2p, *r, &done, &n);
-    if (done && st == MPII_OK && want != 0 && want != SIZE_MAX && n != want)
-        st = MPII_ERR_CORRUPT;
-    if (done && got != NULL)
-        *got = n;
+    mpii_status st = t->ops->test(t->p2p, *r, &done, got);
     if (done) {
         *r = NULL;
         *complete = 1;
         *moved = 1;
     }
     return st;
-}
-
-static mpii_status test_slot(mpii_tree *t, mpii_p2p_req **r, int *complete, int *moved)
-{
-    return test_recv(t, r, complete, moved, 0, NULL);
 }
 
 /* ---- broadcast ---------------------------------------------------------- */
@@ -348,8 +337,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
                 return st;
             }
         }
-        if ((st = test_recv(t, &b->header_recv, &complete, moved, SIZE_MAX, &b->header_len)) !=
-            MPII_OK)
+        if ((st = test_slot(t, &b->header_recv, &complete, moved, &b->header_len)) != MPII_OK)
             return st;
         if (!complete)
             return MPII_OK;
@@ -373,12 +361,14 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
             *moved = 1;
         }
         while (b->recv_done < b->recv_posted) {
-            st = test_recv(t, &b->recv_win[b->recv_done % TREE_WINDOW], &complete, moved,
-                           chunk_length(b, b->recv_done), NULL);
+            size_t got = 0;
+            st = test_slot(t, &b->recv_win[b->recv_done % TREE_WINDOW], &complete, moved, &got);
             if (st != MPII_OK)
                 return st;
             if (!complete)
                 break;
+            if (got != chunk_length(b, b->recv_done))
+                return MPII_ERR_CORRUPT; /* a chunk of the wrong size */
             b->recv_done++;
         }
     }
@@ -397,7 +387,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
             c->header_posted = 1;
             *moved = 1;
         }
-        if ((st = test_slot(t, &c->header, &complete, moved)) != MPII_OK)
+        if ((st = test_slot(t, &c->header, &complete, moved, NULL)) != MPII_OK)
             return st;
         for (int pass = 0; pass < 2; pass++) {
             while (c->posted < avail && c->posted - c->done < TREE_WINDOW) {
@@ -413,7 +403,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
                 *moved = 1;
             }
             while (c->done < c->posted) {
-                st = test_slot(t, &c->win[c->done % TREE_WINDOW], &complete, moved);
+                st = test_slot(t, &c->win[c->done % TREE_WINDOW], &complete, moved, NULL);
                 if (st != MPII_OK)
                     return st;
                 if (!complete)
@@ -478,7 +468,7 @@ static mpii_status barrier_step(mpii_tree *t, struct tree_barrier *br, int *move
     for (int i = 0; i < br->nchildren; i++) {
         if (br->up_recv[i] == NULL)
             continue;
-        if ((st = test_slot(t, &br->up_recv[i], &complete, moved)) != MPII_OK)
+        if ((st = test_slot(t, &br->up_recv[i], &complete, moved, NULL)) != MPII_OK)
             return st;
         if (complete)
             br->ups++;
@@ -495,10 +485,10 @@ static mpii_status barrier_step(mpii_tree *t, struct tree_barrier *br, int *move
             br->up_posted = 1;
             *moved = 1;
         }
-        if ((st = test_slot(t, &br->up_send, &complete, moved)) != MPII_OK)
+        if ((st = test_slot(t, &br->up_send, &complete, moved, NULL)) != MPII_OK)
             return st;
         if (!br->released) {
-            if ((st = test_slot(t, &br->down_recv, &complete, moved)) != MPII_OK)
+            if ((st = test_slot(t, &br->down_recv, &complete, moved, NULL)) != MPII_OK)
                 return st;
             br->released = complete;
         }
@@ -521,7 +511,7 @@ static mpii_status barrier_step(mpii_tree *t, struct tree_barrier *br, int *move
     }
     int all = br->up_send == NULL;
     for (int i = 0; i < br->nchildren; i++) {
-        if ((st = test_slot(t, &br->down_send[i], &complete, moved)) != MPII_OK)
+        if ((st = test_slot(t, &br->down_send[i], &complete, moved, NULL)) != MPII_OK)
             return st;
         all = all && complete;
     }

@@ -535,9 +535,8 @@ static mpii_status ofi_open(mpii_pmix_boot *boot, const mpii_transport_options *
         mpii_fabric_set_err(err, err_cap, "ofi transport: out of memory");
         return MPII_ERR_NOMEM;
     }
-    int size = mpii_pmix_boot_size(boot);
-    mpii_status st = p2p_open(p, mpii_pmix_boot_rank(boot), size,
-                              mpii_pmix_boot_host_ranks(boot) == size, err, err_cap);
+    mpii_status st = p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot),
+                              mpii_pmix_boot_all_on_host(boot), err, err_cap);
     if (st == MPII_OK)
         st = p2p_connect(p, boot, err, err_cap);
     if (st != MPII_OK) {

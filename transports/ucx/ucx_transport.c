@@ -622,9 +622,8 @@ static mpii_status ucx_open(mpii_pmix_boot *boot, const mpii_transport_options *
         mpii_fabric_set_err(err, err_cap, "ucx transport: out of memory");
         return MPII_ERR_NOMEM;
     }
-    int size = mpii_pmix_boot_size(boot);
-    st = p2p_open(p, mpii_pmix_boot_rank(boot), size, node_ranks, node.local_size,
-                  mpii_pmix_boot_host_ranks(boot) == size, err, err_cap);
+    st = p2p_open(p, mpii_pmix_boot_rank(boot), mpii_pmix_boot_size(boot), node_ranks,
+                  node.local_size, mpii_pmix_boot_all_on_host(boot), err, err_cap);
     if (st == MPII_OK)
         st = p2p_exchange(p, boot, err, err_cap);
     if (st == MPII_OK)
