@@ -188,11 +188,23 @@ const char *mpii_context_stage_root(const mpii_context *ctx) { return ctx->stage
 
 /* ---- knowledge ---- */
 
+/* Who reads an unknown fact from the file system: the root, and, once the
+ * session is frozen (a replayed image), every rank for its own gaps: one
+ * opendir or one file for a fact the image lacks, never a whole plain
+ * import. All ranks take the same decision, so none knows more than its
+ * questions needed. */
+static int reads_itself(const mpii_context *ctx) { return ctx->rank == 0 || ctx->frozen; }
+
+/* Facts read go to the outgoing message only while there are messages. */
+static int sends(const mpii_context *ctx) { return ctx->rank == 0 && !ctx->frozen && ctx->size > 1; }
+
 static mpii_status record(mpii_context *ctx, const mpii_entry *e)
 {
     mpii_status st = mpii_image_add(ctx->known, e);
-    if (st == MPII_OK && ctx->size > 1)
+    if (st == MPII_OK && sends(ctx))
         st = mpii_image_add(ctx->outgoing, e);
+    if (st == MPII_OK && ctx->frozen)
+        ctx->stats.image_misses++;  /* a fact the replayed image lacked */
     return st;
 }
 
@@ -261,7 +273,9 @@ static mpii_status fetch_listing(mpii_context *ctx, const char *dir)
         st = MPII_ERR_IO;
     if (st == MPII_OK)
         st = mpii_image_add_listing_at(ctx->known, dir, (const char *const *)names, types, n, mtime);
-    if (st == MPII_OK && ctx->size > 1) {
+    if (st == MPII_OK && ctx->frozen)
+        ctx->stats.image_misses++;
+    if (st == MPII_OK && sends(ctx)) {
         const mpii_entry *e = mpii_image_lookup(ctx->known, MPII_ENTRY_LISTING, dir);
         st = e ? mpii_image_add(ctx->outgoing, e) : MPII_ERR_NOTFOUND;
     }
@@ -294,7 +308,7 @@ mpii_status mpii_context_listing(mpii_context *ctx, const char *dir, const mpii_
                 ctx->stats.fs_calls_saved++;
             return MPII_OK;
         }
-        if (ctx->rank != 0 || attempt > 0) {
+        if (!reads_itself(ctx) || attempt > 0) {
             ctx->stats.gaps++;
             return MPII_ERR_GAP;
         }
@@ -395,7 +409,7 @@ mpii_status mpii_context_file(mpii_context *ctx, const char *path, int want_byte
                 ctx->stats.fs_calls_saved++;
             return MPII_OK;
         }
-        if (ctx->rank != 0 || attempt > 0) {
+        if (!reads_itself(ctx) || attempt > 0) {
             ctx->stats.gaps++;
             return MPII_ERR_GAP;
         }
@@ -422,7 +436,7 @@ mpii_status mpii_context_code(mpii_context *ctx, const char *source_path, const 
     if (ctx == NULL || source_path == NULL || entry == NULL)
         return MPII_ERR_INVALID;
     *entry = mpii_image_lookup(ctx->known, MPII_ENTRY_CODE, source_path);
-    if (*entry == NULL && ctx->rank != 0) {
+    if (*entry == NULL && !reads_itself(ctx)) {
         ctx->stats.gaps++;
         return MPII_ERR_GAP;
     }
@@ -432,7 +446,7 @@ mpii_status mpii_context_code(mpii_context *ctx, const char *source_path, const 
 mpii_status mpii_context_add_code(mpii_context *ctx, const char *source_path, const void *code,
                                   size_t len, int64_t mtime_ns, uint64_t size)
 {
-    if (ctx == NULL || source_path == NULL || ctx->rank != 0)
+    if (ctx == NULL || source_path == NULL || !reads_itself(ctx))
         return MPII_ERR_INVALID;
     mpii_entry e = {MPII_ENTRY_CODE, 0, source_path, strlen(source_path), code, len, mtime_ns, size};
     return record(ctx, &e);
@@ -470,7 +484,7 @@ mpii_status mpii_context_source_code(mpii_context *ctx, const uint8_t magic[4],
             return MPII_OK;
         }
     }
-    if (ctx->rank == 0) {
+    if (reads_itself(ctx)) {
         *kind = MPII_CODE_COMPILE_NEEDED;
         *entry = NULL;
         return MPII_OK;
@@ -489,6 +503,17 @@ mpii_status mpii_context_find(mpii_context *ctx, const mpii_suffix_table *suffix
     if (st == MPII_OK)
         ctx->stats.find_count++;
     return st;
+}
+
+void mpii_context_forget(mpii_context *ctx, const char *path)
+{
+    if (ctx == NULL || path == NULL)
+        return;
+    static const mpii_entry_kind kinds[] = {MPII_ENTRY_FILE, MPII_ENTRY_MISS, MPII_ENTRY_CODE};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        mpii_image_remove(ctx->known, kinds[i], path);
+        mpii_image_remove(ctx->outgoing, kinds[i], path);
+    }
 }
 
 void mpii_context_invalidate(mpii_context *ctx)
@@ -627,7 +652,13 @@ mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, i
         int unchanged = 0;
         if (trust) {
             unchanged = 1;
-        } else if (e->kind != MPII_ENTRY_MISS && have_bytes) {
+        } else if (e->kind == MPII_ENTRY_MISS) {
+            /* still missing; or, a miss as a directory, still not one */
+            ctx->stats.fs_calls++;
+            int gone = stat(e->path, &sb) != 0;
+            unchanged = gone ? (errno == ENOENT || errno == ENOTDIR)
+                             : (e->flags & MPII_MISS_NOT_DIR) && !S_ISDIR(sb.st_mode);
+        } else if (have_bytes) {
             /* (an entry whose bytes were left out is read again anyway: no stat first) */
             ctx->stats.fs_calls++;
             unchanged = stat(e->path, &sb) == 0 && stat_mtime(&sb) == e->mtime_ns &&

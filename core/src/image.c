@@ -138,6 +138,24 @@ static mpii_status grow(mpii_image *img)
     return MPII_OK;
 }
 
+void mpii_image_remove(mpii_image *img, mpii_entry_kind kind, const char *path)
+{
+    if (img == NULL || path == NULL)
+        return;
+    size_t at = find_slot(img, kind, path, strlen(path));
+    if (at == (size_t)-1)
+        return;
+    img->data_bytes -= img->slots[at].e.data_len;
+    slot_free(&img->slots[at]);
+    img->count--;
+    if (at != img->count)
+        img->slots[at] = img->slots[img->count];
+    /* Open addressing: rebuild the table rather than leave a hole in a probe chain. */
+    memset(img->table, 0, img->table_cap * sizeof *img->table);
+    for (size_t i = 0; i < img->count; i++)
+        table_insert(img, i);
+}
+
 static int name_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;

@@ -517,6 +517,16 @@ static PyObject *Context_sources(ContextObject *self, PyObject *unused)
     return list;
 }
 
+static PyObject *Context_forget(ContextObject *self, PyObject *args)
+{
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    NEED_CTX(self);
+    mpii_context_forget(self->ctx, path);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Context_invalidate(ContextObject *self, PyObject *unused)
 {
     (void)unused;
@@ -618,6 +628,7 @@ static PyMethodDef Context_methods[] = {
     {"replay", (PyCFunction)Context_replay, METH_VARARGS, "Root: take in a recorded list or packed image file."},
     {"save", (PyCFunction)Context_save, METH_VARARGS, "Write the knowledge to a file atomically."},
     {"sources", (PyCFunction)Context_sources, METH_NOARGS, "Paths known by stat only (module sources)."},
+    {"forget", (PyCFunction)Context_forget, METH_VARARGS, "Forget what is known of one file."},
     {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
     {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},
     {"close", (PyCFunction)Context_close, METH_NOARGS, "Free the context and its transport."},

@@ -29,9 +29,19 @@
  *     back into MNT are hidden (ENOENT) so the single thread cannot deadlock
  *     on itself.
  *
- * A lookup of /.emufs-mark (e.g. os.stat(MNT + "/.emufs-mark")) splits the
- * calling process's counts: those before it are also reported as
- * "before_mark" (used to separate the interpreter's start-up).
+ * Two marks split each process's counts into three windows. A lookup of
+ * /.emufs-mark (e.g. os.stat(MNT + "/.emufs-mark")) ends the first, a lookup
+ * of /.emufs-mark2 the second; per rank, the counts before the first mark
+ * are reported as "before_mark" (the interpreter's start-up), those between
+ * the marks as "between_marks" (e.g. `import mpiimport; mpiimport.install()`)
+ * and those after the second as "after_marks"; the rank's top-level counts
+ * stay the sum of all three. Marks are neither charged nor counted, answer
+ * ENOENT, and only move a process forward: a repeated mark does nothing, and
+ * a second mark without a first closes both windows at once (the
+ * between-marks window then is empty). The kernel checks the root
+ * directory's attributes (a getattr of "/") before each lookup in it; when a
+ * process's last counted request was that getattr, a mark takes it back
+ * (count and charge), so that a mark costs nothing in any window.
  *
  * Close/releasedir are counted ("close") but not charged: the model charges
  * the operations that resolve names and fetch attributes or data.
@@ -73,6 +83,10 @@ static const char *const op_names[OP_COUNT] = {
 /* Operations charged --meta-us and summed as "meta_ops". */
 static int op_is_meta(int op) { return op <= OP_STATFS; }
 
+/* A process's counting windows, in order; it only ever moves forward. */
+enum window { WIN_BEFORE, WIN_BETWEEN, WIN_AFTER, WIN_COUNT };
+static const char *const win_names[WIN_COUNT] = { "before_mark", "between_marks", "after_marks" };
+
 struct client {
     pid_t pid;        /* process (thread group) id */
     int rank;         /* MPI rank, or -1 */
@@ -80,15 +94,18 @@ struct client {
     uint64_t ops[OP_COUNT];
     uint64_t read_bytes;
     double busy_s;
-    int marked;       /* has looked up MARK_NAME */
-    uint64_t pre_ops[OP_COUNT]; /* counts before that lookup */
-    uint64_t pre_read_bytes;
+    int window;       /* WIN_*: which marks it has passed */
+    uint64_t win_ops[WIN_COUNT][OP_COUNT]; /* counts per window; ops = their sum */
+    uint64_t win_read_bytes[WIN_COUNT];
+    double win_busy_s[WIN_COUNT];
+    int root_getattr_last; /* its last request (closes aside) was a getattr of "/" */
 };
 
-/* A lookup of this name in the root marks the calling process: its counts so
- * far are kept apart as "before_mark" (e.g. the interpreter's start-up before
- * the application's imports). Not charged, not counted; answers ENOENT. */
+/* Lookups of these names in the root mark the calling process (see the top
+ * of the file): MARK_NAME ends its window WIN_BEFORE, MARK2_NAME its window
+ * WIN_BETWEEN. Not charged, not counted; both answer ENOENT. */
 #define MARK_NAME "/.emufs-mark"
+#define MARK2_NAME "/.emufs-mark2"
 
 /* Thread id -> client index, a small open-addressing table. */
 struct tid_slot { pid_t tid; int client; };
@@ -288,8 +305,9 @@ static struct client *client_for(pid_t tid)
 #define FD_OWNERS 65536
 static pid_t fd_owner[FD_OWNERS];
 
-/* Counts one operation of thread tid (0: the caller) and sleeps its service time. */
-static void charge_as(int op, uint64_t bytes, pid_t tid)
+/* Counts one operation of thread tid (0: the caller) and sleeps its service time;
+ * root_getattr: it is a getattr of "/" (see mark_caller). */
+static void charge_as(int op, uint64_t bytes, pid_t tid, int root_getattr)
 {
     double cost = 0.0;
     if (op_is_meta(op))
@@ -309,24 +327,41 @@ static void charge_as(int op, uint64_t bytes, pid_t tid)
         c->ops[op]++;
         c->read_bytes += bytes;
         c->busy_s += cost;
-        if (!c->marked) {
-            c->pre_ops[op]++;
-            c->pre_read_bytes += bytes;
-        }
+        c->win_ops[c->window][op]++;
+        c->win_read_bytes[c->window] += bytes;
+        c->win_busy_s[c->window] += cost;
+        if (op != OP_CLOSE) /* releases arrive asynchronously, out of order */
+            c->root_getattr_last = root_getattr;
     }
     pthread_mutex_unlock(&G.lock);
     serve_s(cost);
 }
 
-static void charge(int op, uint64_t bytes) { charge_as(op, bytes, 0); }
+static void charge(int op, uint64_t bytes) { charge_as(op, bytes, 0, 0); }
 
-static void mark_caller(void)
+/* Moves the calling process to window `to` (WIN_BETWEEN or WIN_AFTER), never back.
+ * The getattr of "/" that the kernel sent just before this lookup (its permission
+ * check of the root directory) is the mark's own, so it is taken back: count and
+ * charge, from the process, its window and the totals (its sleep is not undone). */
+static void mark_caller(int to)
 {
     struct fuse_context *ctx = fuse_get_context();
+    double cost = (double)G.meta_us * 1e-6;
     pthread_mutex_lock(&G.lock);
     struct client *c = client_for(ctx ? ctx->pid : 0);
-    if (c)
-        c->marked = 1;
+    if (c) {
+        if (c->root_getattr_last && c->ops[OP_GETATTR] > 0 && c->win_ops[c->window][OP_GETATTR] > 0) {
+            c->ops[OP_GETATTR]--;
+            c->win_ops[c->window][OP_GETATTR]--;
+            c->busy_s -= cost;
+            c->win_busy_s[c->window] -= cost;
+            G.ops[OP_GETATTR]--;
+            G.busy_s -= cost;
+        }
+        c->root_getattr_last = 0;
+        if (c->window < to)
+            c->window = to;
+    }
     pthread_mutex_unlock(&G.lock);
 }
 
@@ -340,7 +375,7 @@ static void set_owner(int fd)
 static void charge_close(int fd)
 {
     pid_t tid = fd >= 0 && fd < FD_OWNERS ? fd_owner[fd] : 0;
-    charge_as(OP_CLOSE, 0, tid ? tid : -1);
+    charge_as(OP_CLOSE, 0, tid ? tid : -1, 0);
 }
 
 /* ---- statistics ----------------------------------------------------------- */
@@ -408,28 +443,37 @@ static void write_stats(int final)
                 seen = 1;
         if (seen)
             continue;
-        uint64_t ops[OP_COUNT] = { 0 }, bytes = 0, pre[OP_COUNT] = { 0 }, pre_bytes = 0;
-        double busy = 0;
-        int nproc = 0, marked = 0;
+        uint64_t ops[OP_COUNT] = { 0 }, bytes = 0;
+        uint64_t wops[WIN_COUNT][OP_COUNT] = { { 0 } }, wbytes[WIN_COUNT] = { 0 };
+        double busy = 0, wbusy[WIN_COUNT] = { 0 };
+        int nproc = 0, marked = 0, marked2 = 0;
         for (size_t j = i; j < G.nclients; j++) {
-            if (G.clients[j].rank != c->rank)
+            const struct client *cj = &G.clients[j];
+            if (cj->rank != c->rank)
                 continue;
             for (int k = 0; k < OP_COUNT; k++)
-                ops[k] += G.clients[j].ops[k];
-            bytes += G.clients[j].read_bytes;
-            busy += G.clients[j].busy_s;
-            for (int k = 0; k < OP_COUNT; k++)
-                pre[k] += G.clients[j].pre_ops[k];
-            pre_bytes += G.clients[j].pre_read_bytes;
-            marked |= G.clients[j].marked;
+                ops[k] += cj->ops[k];
+            bytes += cj->read_bytes;
+            busy += cj->busy_s;
+            for (int w = 0; w < WIN_COUNT; w++) {
+                for (int k = 0; k < OP_COUNT; k++)
+                    wops[w][k] += cj->win_ops[w][k];
+                wbytes[w] += cj->win_read_bytes[w];
+                wbusy[w] += cj->win_busy_s[w];
+            }
+            marked |= cj->window >= WIN_BETWEEN;
+            marked2 |= cj->window >= WIN_AFTER;
             nproc++;
         }
-        fprintf(f, "%s\n  \"%d\": {\"processes\": %d, \"marked\": %s, ", first ? "" : ",", c->rank,
-                nproc, marked ? "true" : "false");
+        fprintf(f, "%s\n  \"%d\": {\"processes\": %d, \"marked\": %s, \"marked2\": %s, ",
+                first ? "" : ",", c->rank, nproc, marked ? "true" : "false", marked2 ? "true" : "false");
         json_counts(f, ops, bytes, busy);
-        fprintf(f, ",\n    \"before_mark\": {");
-        json_counts(f, pre, pre_bytes, 0.0);
-        fputs("}}", f);
+        for (int w = 0; w < WIN_COUNT; w++) {
+            fprintf(f, ",\n    \"%s\": {", win_names[w]);
+            json_counts(f, wops[w], wbytes[w], wbusy[w]);
+            fputc('}', f);
+        }
+        fputc('}', f);
         first = 0;
     }
     fprintf(f, "},\n \"unranked\": [");
@@ -512,10 +556,14 @@ static void *e_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static int e_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     if (!fi && strcmp(path, MARK_NAME) == 0) {
-        mark_caller();
+        mark_caller(WIN_BETWEEN);
         return -ENOENT;
     }
-    charge(OP_GETATTR, 0);
+    if (!fi && strcmp(path, MARK2_NAME) == 0) {
+        mark_caller(WIN_AFTER);
+        return -ENOENT;
+    }
+    charge_as(OP_GETATTR, 0, 0, !fi && strcmp(path, "/") == 0);
     int r;
     if (fi)
         r = fstat((int)fi->fh, st);
@@ -678,7 +726,9 @@ static void usage(FILE *f)
         "(lookup/getattr, open, opendir/readdir, readlink, access, statfs) and per\n"
         "byte read, with kernel caching off: an emulated parallel file system's\n"
         "metadata server. Counts operations per type and per process (MPI rank from\n"
-        "OMPI_COMM_WORLD_RANK / PMIX_RANK / PMI_RANK / SLURM_PROCID in its environment).\n"
+        "OMPI_COMM_WORLD_RANK / PMIX_RANK / PMI_RANK / SLURM_PROCID in its environment),\n"
+        "split per process by lookups of MNT/.emufs-mark and MNT/.emufs-mark2 into\n"
+        "\"before_mark\", \"between_marks\" and \"after_marks\".\n"
         "\n"
         "options:\n"
         "  --meta-us N      service time of one metadata operation, microseconds (default 200)\n"

@@ -15,10 +15,13 @@ What it does:
     MPIIMPORT_SHARED_PREFIXES=MNT;
   * every rank first looks up MNT/.emufs-mark: emufs keeps each rank's counts
     before that lookup apart (the interpreter's own start-up, which no import
-    hook can change), then (mode mpiimport) `import mpiimport;
-    mpiimport.install()`, then the workload's imports, timed;
+    hook can change), then (modes other than plain) `import mpiimport;
+    mpiimport.install()`, then looks up MNT/.emufs-mark2 (in plain mode too,
+    at the same point): emufs keeps the counts between the two lookups apart
+    (the install window), then the workload's imports, timed;
   * per cell (workload x mode x ranks), --repeat runs: server operations by
-    type, by rank 0 and by the busiest other rank, bytes read, wall time from
+    type, by rank 0 and by the busiest other rank, in all and in the install
+    window, bytes read, wall time from
     launch until the last rank is past its imports (median), and import time
     per rank (max and median);
   * a main pass at --meta-us (default 50) over the whole matrix, then a wall
@@ -76,6 +79,10 @@ if MODE != "plain":
         sys.stderr.write("bench job: rank %d: mpiimport.install() returned False\n" % RANK)
         sys.exit(3)
     install_s = time.perf_counter() - t
+try:
+    os.stat(os.environ["BENCH_MARK2"])     # emufs: counts since BENCH_MARK = install window
+except OSError:
+    pass
 t = time.perf_counter()
 exec(compile(os.environ["BENCH_CODE"], "<workload>", "exec"))
 import_s = time.perf_counter() - t
@@ -211,6 +218,7 @@ def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
         "BENCH_MODE": mode,
         "BENCH_MARK": os.path.join(fs.mnt, ".emufs-mark"),
+        "BENCH_MARK2": os.path.join(fs.mnt, ".emufs-mark2"),
         "BENCH_CODE": WORKLOADS[workload],
         "BENCH_CHECK": WORKLOAD_CHECK[workload],
     })
@@ -283,6 +291,10 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
     if len(server["ranks"]) != ranks:
         raise RunError("emufs saw %d ranks, expected %d" % (len(server["ranks"]), ranks))
     ranks_ops = {int(k): v for k, v in server["ranks"].items()}
+    unmarked = [k for k, v in ranks_ops.items() if not (v.get("marked") and v.get("marked2"))]
+    if unmarked or any("between_marks" not in v for v in ranks_ops.values()):
+        raise RunError("emufs did not see both marks of rank %s (an emufs without \"between_marks\"? "
+                       "rebuild it)" % (unmarked[0] if unmarked else "?"))
     return {
         "mpirun_s": mpirun_s,
         "wall_s": max(r["t_done"] for r in recs) - t_launch,
@@ -292,6 +304,9 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
         "ranks": {k: {kk: v[kk] for kk in OPS + ("meta_ops", "read_bytes")} for k, v in ranks_ops.items()},
         "startup": {k: v["before_mark"]["meta_ops"] for k, v in ranks_ops.items()},
         "startup_bytes": {k: v["before_mark"]["read_bytes"] for k, v in ranks_ops.items()},
+        # Between the marks: `import mpiimport; mpiimport.install()` (empty in plain mode).
+        "install_window": {k: {kk: v["between_marks"][kk] for kk in OPS + ("meta_ops", "read_bytes")}
+                           for k, v in ranks_ops.items()},
         "unranked_meta_ops": sum(u["meta_ops"] for u in server["unranked"]),
         "mpiimport_stats": {r["rank"]: r.get("stats") for r in recs if r["rank"] in (0, 1)},
         "loadavg": os.getloadavg()[0],
@@ -316,6 +331,14 @@ def summarize(cell):
     s["per_rank_median_ops"] = med([med([v["meta_ops"] for v in r["ranks"].values()]) for r in runs])
     s["startup_ops"] = med([med(list(r["startup"].values())) for r in runs])
     s["startup_bytes"] = med([med(list(r["startup_bytes"].values())) for r in runs])
+    # Install window (`import mpiimport` + install()): rank 0 and the busiest other rank.
+    # None for raw results from before emufs had a second mark.
+    if all("install_window" in r for r in runs):
+        s["install_rank0_ops"] = med([r["install_window"][0]["meta_ops"] for r in runs])
+        s["install_other_max_ops"] = med([max(v["meta_ops"] for k, v in r["install_window"].items() if k != 0)
+                                          for r in runs]) if cell["ranks"] > 1 else None
+    else:
+        s["install_rank0_ops"] = s["install_other_max_ops"] = None
     s["wall_s"] = med([r["wall_s"] for r in runs])
     s["wall_all"] = [r["wall_s"] for r in runs]
     s["mpirun_s"] = med([r["mpirun_s"] for r in runs])
@@ -355,17 +378,19 @@ def mode_label(mode, transport):
     return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image") else "replay", transport)
 
 
-HEADER = " " * 8 + "%-13s %-15s %5s %9s %9s %9s %9s %8s %8s %8s %8s" % (
-    "workload", "mode", "ranks", "meta ops", "rank0", "other max", "startup", "MiB", "wall s",
-    "imp max", "imp med")
+HEADER = " " * 8 + "%-13s %-15s %5s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s" % (
+    "workload", "mode", "ranks", "meta ops", "rank0", "other max", "startup", "inst r0", "inst oth",
+    "MiB", "wall s", "imp max", "imp med")
 
 
 def row(cell):
     s = cell["summary"]
-    om = "-" if s["other_max_ops"] is None else "%d" % s["other_max_ops"]
-    return "%-13s %-15s %5d %9d %9d %9s %9d %8.1f %8.2f %8.2f %8.2f" % (
+    def opt(x):
+        return "-" if x is None else "%d" % x
+    return "%-13s %-15s %5d %9d %9d %9s %9d %9s %9s %8.1f %8.2f %8.2f %8.2f" % (
         cell["workload"], mode_label(cell["mode"], cell["transport"]), cell["ranks"], s["meta_ops"],
-        s["rank0_ops"], om, s["startup_ops"], s["read_bytes"] / 2**20, s["wall_s"],
+        s["rank0_ops"], opt(s["other_max_ops"]), s["startup_ops"], opt(s["install_rank0_ops"]),
+        opt(s["install_other_max_ops"]), s["read_bytes"] / 2**20, s["wall_s"],
         s["import_max_s"], s["import_med_s"])
 
 
@@ -538,9 +563,12 @@ def report(cells, args, meta, plot_note):
     L.append("* **Job** — `mpirun -n R /usr/bin/python3 job.py` (job script on local disk). Each rank "
              "looks up `MNT/.emufs-mark` first: emufs keeps the rank's counts before it apart — the "
              "**interpreter's own start-up** (site, encodings, ...), which happens before "
-             "`mpiimport.install()` can act. Then, in mode mpiimport, `import mpiimport; "
-             "mpiimport.install()`; then the workload, timed (`imp` = time inside the workload's "
-             "imports on a rank; install time is separate and in the JSON).")
+             "`mpiimport.install()` can act. Then, in every mode but plain, `import mpiimport; "
+             "mpiimport.install()`; then every rank (plain too, at the same point) looks up "
+             "`MNT/.emufs-mark2`: emufs keeps the rank's counts between the two lookups apart — the "
+             "**install window** (`import mpiimport` + `install()`; empty in plain mode); then the "
+             "workload, timed (`imp` = time inside the workload's imports on a rank; install time is "
+             "separate and in the JSON).")
     L.append("* **Modes** — `plain`; `mpiimport/T` = lock-step (`MPIIMPORT_RECORD=0`: rank 0 "
              "reads and broadcasts as the ranks import, nothing recorded); `replay/T` = the "
              "library's recorded-list mode: one unmeasured run records the job's list in a private "
@@ -577,7 +605,7 @@ def report(cells, args, meta, plot_note):
         L.append("Main pass (`--meta-us %d`), %d vs %d rank(s):" % (args.meta_us, rmax, rmin))
         L.append("")
         L.append("| workload | mode | mpiimport ops @%d / @%d | plain ops @%d / @%d | ops @%d: mpiimport vs plain | "
-                 "non-root rank's ops, %% of a plain rank's | of which interpreter start-up |"
+                 "non-root rank's ops, %% of a plain rank's | of which interpreter start-up + install window |"
                  % (rmax, rmin, rmax, rmin, rmax))
         L.append("|---|---|---|---|---|---|---|")
         for w, c, m1, p1, pN in heads:
@@ -590,10 +618,23 @@ def report(cells, args, meta, plot_note):
             nr = ("%s (%s vs %s)" % (pct(s["other_max_ops"], pN["summary"]["per_rank_median_ops"]),
                                      fmt_int(s["other_max_ops"]), fmt_int(pN["summary"]["per_rank_median_ops"]))
                   if pN and s["other_max_ops"] is not None else "-")
-            su = ("%s of its %s ops" % (fmt_int(s["startup_ops"]), fmt_int(s["other_max_ops"]))
-                  if s["other_max_ops"] is not None else "-")
+            su = ("%s%s of its %s ops" % (
+                fmt_int(s["startup_ops"]),
+                "" if s["install_other_max_ops"] is None else " + %s" % fmt_int(s["install_other_max_ops"]),
+                fmt_int(s["other_max_ops"])) if s["other_max_ops"] is not None else "-")
             L.append("| %s | %s | %s | %s | %s | %s | %s |" % (w, mode_label(c["mode"], c["transport"]),
                                                               mr, pr, vs, nr, su))
+        L.append("")
+        for w, c, m1, p1, pN in heads:
+            s = c["summary"]
+            if s["install_other_max_ops"] is None:
+                continue
+            L.append("* `%s`, %s, %d ranks: a non-root rank makes **%s** server operations between the end "
+                     "of start-up and the end of `install()` (max over ranks ≠ 0; rank 0: %s; a plain "
+                     "rank in the same window: %s)." % (
+                         w, mode_label(c["mode"], c["transport"]), rmax, fmt_int(s["install_other_max_ops"]),
+                         fmt_int(s["install_rank0_ops"]),
+                         fmt_int(pN["summary"]["install_other_max_ops"]) if pN else "-"))
         L.append("")
     for w in dict.fromkeys(c["workload"] for c in main):
         p1 = find(main, workload=w, mode="plain", ranks=rmin)
@@ -635,20 +676,24 @@ def report(cells, args, meta, plot_note):
              "readlink + access + open + opendir + readdir + statfs at the server, all ranks; "
              "*rank 0* / *other max* = that rank's / the busiest non-root rank's meta ops; "
              "*start-up* = one rank's meta ops before the mark (interpreter start-up, median over "
-             "ranks); *MiB* = bytes read, all ranks; *imp* = seconds inside the workload's imports "
+             "ranks); *install r0* / *install other max* = rank 0's / the busiest non-root rank's meta "
+             "ops in the install window, between the end of start-up and the end of `install()` "
+             "(`import mpiimport` + `install()`; plain: the same, empty, window); *MiB* = bytes read, all ranks; *imp* = seconds inside the workload's imports "
              "(max / median over ranks).")
     L.append("")
     L.append("| pass | workload | mode | ranks | meta ops | getattr | open | opendir+readdir | readlink+access | "
-             "reads | MiB | rank 0 | other max | start-up | wall s | imp max | imp med |")
-    L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+             "reads | MiB | rank 0 | other max | start-up | install r0 | install other max | wall s | imp max | imp med |")
+    L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for c in cells:
         s = c["summary"]
-        L.append("| %s (%d µs) | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.1f | %s | %s | %s | %.2f | %.2f | %.2f |" % (
+        L.append("| %s (%d µs) | %s | %s | %d | %s | %s | %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s "
+                 "| %.2f | %.2f | %.2f |" % (
             c["pass"], c["meta_us"], c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"],
             fmt_int(s["meta_ops"]), fmt_int(s["getattr"]), fmt_int(s["open"]),
             fmt_int(s["opendir"] + s["readdir"]), fmt_int(s["readlink"] + s["access"]), fmt_int(s["read"]),
             s["read_bytes"] / 2**20, fmt_int(s["rank0_ops"]), fmt_int(s["other_max_ops"]),
-            fmt_int(s["startup_ops"]), s["wall_s"], s["import_max_s"], s["import_med_s"]))
+            fmt_int(s["startup_ops"]), fmt_int(s["install_rank0_ops"]), fmt_int(s["install_other_max_ops"]),
+            s["wall_s"], s["import_max_s"], s["import_med_s"]))
     varied = [c for c in cells if c["summary"]["ops_varied"]]
     L.append("")
     if varied:
@@ -672,7 +717,8 @@ def report(cells, args, meta, plot_note):
                  "metadata operations and read %.1f KiB on the shared file system (the `site` module, "
                  "`encodings`, `.pth` files, the search for `PYTHONHOME`'s landmarks). mpiimport cannot "
                  "act before `install()`, so every rank pays these in both modes; at large scale they "
-                 "are what remains of mpiimport's non-root traffic (see the headline table). Removing "
+                 "are what remains of mpiimport's non-root traffic, together with what a rank makes in "
+                 "the install window (`import mpiimport` + `install()`; see the headline). Removing "
                  "them needs the interpreter's start-up files on node-local storage (or a zipped / "
                  "frozen standard library), not an import hook." % (
                      fmt_int(c0["startup_ops"]), c0["startup_bytes"] / 1024.0))
@@ -875,8 +921,9 @@ def main(argv=None):
             setattr(args, k, data["args"][k])
         for c in data["cells"]:                 # JSON made the rank keys strings
             for r in c["runs"]:
-                for k in ("ranks", "startup", "startup_bytes", "mpiimport_stats"):
-                    r[k] = {int(kk): v for kk, v in r[k].items()}
+                for k in ("ranks", "startup", "startup_bytes", "install_window", "mpiimport_stats"):
+                    if k in r:                  # install_window: not in results from before the second mark
+                        r[k] = {int(kk): v for kk, v in r[k].items()}
             if "error" not in c:
                 c["summary"] = summarize(c)
         return write_outputs(args, data["cells"], data["meta"], rewrite_json=False)

@@ -20,7 +20,10 @@ Cells, each --repeat times (median reported), all with run_bench.py's job
                    then MPIIMPORT_IMAGE + MPIIMPORT_TRUST_IMAGE=1.
 Wall time is from launch until the last rank is past its imports. Ratios
 against `local 1` answer the issue's target (<= 1.5 x); against `local R` they
-show what is left once the cores are accounted for.
+show what is left once the cores are accounted for. For the emufs cells the
+report also gives the server operations of rank 0 and of the busiest other
+rank between the end of start-up and the end of `install()` (run_bench.py's
+install window; empty in plain mode).
 
 Site hook: `python3 -c pass`, --pass-runs times each, interleaved, with the
 user site directory (PYTHONUSERBASE) holding the installed hook (mpiimport.pth
@@ -57,6 +60,7 @@ def local_env(args, workload):
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
         "BENCH_MODE": "plain",
         "BENCH_MARK": os.path.join(args.workdir, "no-such-mark"),
+        "BENCH_MARK2": os.path.join(args.workdir, "no-such-mark2"),
         "BENCH_CODE": rb.WORKLOADS[workload],
         "BENCH_CHECK": rb.WORKLOAD_CHECK[workload],
     })
@@ -165,6 +169,7 @@ def main():
             runs = [rb.run_once(args, fs, job, args.workload, "plain", None, R) for _ in range(args.repeat)]
             res["emufs %d plain" % R] = [r["wall_s"] for r in runs]
             ops_plain = runs[-1]["totals"]["meta_ops"]
+            win_plain = runs[-1]["install_window"]
             rb.log("startup_bench: emufs %d image (pack once, then %d runs)" % (R, args.repeat))
             image = os.path.join(args.workdir, "app.mpii")
             rb.pack_image(args, fs, job, args.workload, args.transport, image)
@@ -175,6 +180,7 @@ def main():
                     raise rb.RunError("image: rank 0 did not replay the image")
             res["emufs %d image" % R] = [r["wall_s"] for r in runs]
             ops_image = runs[-1]["totals"]["meta_ops"]
+            win_image = runs[-1]["install_window"]
             startup_ops = sum(runs[-1]["startup"].values())
         rb.log("startup_bench: site hook on python3 -c pass (%d runs each)" % args.pass_runs)
         hook = site_hook_cost(args)
@@ -211,6 +217,13 @@ def main():
         "",
         "Server metadata operations in the last run: plain %d, image %d (of which %d before any hook "
         "can act: the interpreter's own start-up, summed over ranks)." % (ops_plain, ops_image, startup_ops),
+        "",
+        "Between the end of start-up and the end of `install()` (`import mpiimport` + `install()`; "
+        "the same, empty, window in plain mode), in the last run: %s." % "; ".join(
+            "%s: a non-root rank makes %s server operations (max over ranks ≠ 0), rank 0 makes %d" % (
+                label, max((v["meta_ops"] for k, v in win.items() if k != 0), default="-"),
+                win[0]["meta_ops"])
+            for label, win in (("plain", win_plain), ("image", win_image))),
         "",
         "## Site hook cost: `python3 -c pass`",
         "",

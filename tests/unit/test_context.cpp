@@ -201,4 +201,60 @@ TEST(Context, FrozenRootStopsSending)
     mpii_context_destroy(ctx);
 }
 
+TEST(Context, ForgetMakesTheRootReadAFileAgain)
+{
+    Tree t;
+    std::string a = t.put("a.py", "A = 1\n");
+    mpii_context *ctx = make_ctx(t.dir);
+    const mpii_entry *e = nullptr;
+    ASSERT_EQ(mpii_context_file(ctx, a.c_str(), 1, &e), MPII_OK);
+    ASSERT_EQ(mpii_context_add_code(ctx, a.c_str(), "code", 4, e->mtime_ns, e->size), MPII_OK);
+    std::ofstream(a, std::ios::binary) << "A = 'changed'\n";
+    ASSERT_EQ(mpii_context_file(ctx, a.c_str(), 1, &e), MPII_OK);
+    EXPECT_EQ(std::string((const char *)e->data, e->data_len), "A = 1\n");  // knowledge, not the disk
+    mpii_context_forget(ctx, a.c_str());
+    ASSERT_EQ(mpii_context_code(ctx, a.c_str(), &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);  // the code went with the file
+    uint64_t calls = mpii_context_stats(ctx)->fs_calls;
+    ASSERT_EQ(mpii_context_file(ctx, a.c_str(), 1, &e), MPII_OK);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(std::string((const char *)e->data, e->data_len), "A = 'changed'\n");
+    EXPECT_GT(mpii_context_stats(ctx)->fs_calls, calls);
+    mpii_context_forget(ctx, (t.dir + "/never-known").c_str());  // harmless
+    mpii_context_destroy(ctx);
+}
+
+TEST(Context, ReplayKeepsAMissThatStillHolds)
+{
+    Tree t;
+    std::string file = t.put("f.py", "F\n");
+    std::string gone = t.dir + "/gone.py";
+    mpii_image *img = nullptr;
+    ASSERT_EQ(mpii_image_create(&img), MPII_OK);
+    ASSERT_EQ(mpii_image_add_miss(img, gone.c_str(), 0), MPII_OK);
+    ASSERT_EQ(mpii_image_add_miss(img, file.c_str(), MPII_MISS_NOT_DIR), MPII_OK);  // not a directory
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        uint64_t reused = 0, reread = 0;
+        ASSERT_EQ(mpii_context_replay(ctx, img, 0, &reused, &reread), MPII_OK);
+        EXPECT_EQ(reused, 2u);
+        EXPECT_EQ(reread, 0u);
+        mpii_context_destroy(ctx);
+    }
+    // the missing file appeared: read afresh, its bytes known
+    t.put("gone.py", "back\n");
+    {
+        mpii_context *ctx = make_ctx(t.dir);
+        uint64_t reused = 0, reread = 0;
+        ASSERT_EQ(mpii_context_replay(ctx, img, 0, &reused, &reread), MPII_OK);
+        EXPECT_EQ(reread, 1u);
+        const mpii_entry *e = nullptr;
+        ASSERT_EQ(mpii_context_file(ctx, gone.c_str(), 1, &e), MPII_OK);
+        ASSERT_NE(e, nullptr);
+        EXPECT_EQ(std::string((const char *)e->data, e->data_len), "back\n");
+        mpii_context_destroy(ctx);
+    }
+    mpii_image_destroy(img);
+}
+
 }  // namespace

@@ -486,6 +486,36 @@ TEST(Image, ListingHelpersRejectNonListings)
 
 // ---- merge, data bytes, clear ----
 
+TEST(Image, RemoveTakesOneKindAtOnePathAndKeepsTheRestFindable)
+{
+    mpii_image *img = nullptr;
+    ASSERT_EQ(mpii_image_create(&img), MPII_OK);
+    char path[64];
+    for (int i = 0; i < 200; i++) {
+        snprintf(path, sizeof path, "/d/f%d", i);
+        ASSERT_EQ(mpii_image_add_file(img, path, "xy", 2, i, 2, 0), MPII_OK);
+    }
+    ASSERT_EQ(mpii_image_add_miss(img, "/d/f7", 0), MPII_OK);
+    mpii_image_remove(img, MPII_ENTRY_FILE, "/d/f7");
+    mpii_image_remove(img, MPII_ENTRY_FILE, "/d/f0");
+    mpii_image_remove(img, MPII_ENTRY_FILE, "/d/absent");
+    mpii_image_remove(nullptr, MPII_ENTRY_FILE, "/d/f1");
+    EXPECT_EQ(mpii_image_count(img), 199u);
+    EXPECT_EQ(mpii_image_data_bytes(img), 198u * 2);
+    EXPECT_EQ(mpii_image_lookup(img, MPII_ENTRY_FILE, "/d/f7"), nullptr);
+    EXPECT_EQ(mpii_image_lookup(img, MPII_ENTRY_FILE, "/d/f0"), nullptr);
+    EXPECT_NE(mpii_image_lookup(img, MPII_ENTRY_MISS, "/d/f7"), nullptr);  // another kind stays
+    for (int i = 1; i < 200; i++) {
+        if (i == 7)
+            continue;
+        snprintf(path, sizeof path, "/d/f%d", i);
+        const mpii_entry *e = mpii_image_lookup(img, MPII_ENTRY_FILE, path);
+        ASSERT_NE(e, nullptr) << path;
+        EXPECT_EQ(e->mtime_ns, i);
+    }
+    mpii_image_destroy(img);
+}
+
 TEST(Image, MergeAddsAndReplaces)
 {
     ImagePtr dst = new_image(), src = new_image();

@@ -40,7 +40,7 @@ typedef struct mpii_stats {
     uint64_t gaps;           /* questions that needed a message */
     uint64_t fallbacks;      /* requests handed back to Python's own import */
     uint64_t out_of_order;   /* messages received that answered another request */
-    uint64_t image_misses;   /* questions a replayed image did not answer (plain import) */
+    uint64_t image_misses;   /* facts a replayed image lacked, fetched by this rank itself */
     uint64_t staged_files;   uint64_t staged_bytes; /* files this rank wrote to the stage */
 } mpii_stats;
 
@@ -60,7 +60,8 @@ const mpii_stats *mpii_context_stats(const mpii_context *ctx);
 mpii_stats *mpii_context_stats_mut(mpii_context *ctx);
 const char *mpii_context_stage_root(const mpii_context *ctx);
 
-/* Questions. *entry is NULL when the path does not exist (MISS). */
+/* Questions. *entry is NULL when the path does not exist (MISS). An unknown
+ * fact is read by the root; once frozen, by every rank for itself. */
 mpii_status mpii_context_listing(mpii_context *ctx, const char *dir, const mpii_entry **entry,
                                  unsigned *miss_flags);
 /* want_bytes = 0 asks only for the stat. */
@@ -113,6 +114,11 @@ mpii_status mpii_context_snapshot(mpii_context *ctx, int with_data, mpii_image *
 /* The files known by their stat only (module sources): *paths is a malloc'd
  * array (free() it) of pointers valid until the knowledge changes. */
 size_t mpii_context_source_count(const mpii_context *ctx, const char ***paths);
+
+/* Forgets what is known of one file: its FILE, MISS and CODE facts (a module
+ * imported again: SourceFileLoader re-checks the source at every import).
+ * Every rank forgets at the same point; the root re-reads and sends. */
+void mpii_context_forget(mpii_context *ctx, const char *path);
 
 /* Forgets every fact (importlib.invalidate_caches()). */
 void mpii_context_invalidate(mpii_context *ctx);

@@ -75,6 +75,10 @@ void mpii_image_destroy(mpii_image *image);
 /* Removes every entry. */
 void mpii_image_clear(mpii_image *image);
 
+/* Removes the entry of this kind and path, if any (pointers to entries of
+ * this image are invalid afterwards). */
+void mpii_image_remove(mpii_image *image, mpii_entry_kind kind, const char *path);
+
 /* Copies the entry in; an entry of the same kind and path is replaced. */
 mpii_status mpii_image_add(mpii_image *image, const mpii_entry *entry);
 mpii_status mpii_image_add_file(mpii_image *image, const char *path, const void *data,

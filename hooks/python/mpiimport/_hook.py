@@ -1,17 +1,23 @@
-"""The import hook: a meta-path finder and three loaders over mpiimport._core.
+"""The import hook: a meta-path finder, a path-entry finder and three loaders
+over mpiimport._core.
 
-The finder makes importlib.machinery.PathFinder's decision (path entries in
-order, FileFinder's rules within each, namespace portions gathered across
-entries) but asks the C core, which answers from what rank 0 has read and
-broadcast. It takes PathFinder's place in sys.meta_path while installed, so a
-module that is not found is not searched for again on the file system; entries
-outside the shared prefixes (zip files, node-local directories) still go
-through PathFinder, one entry at a time.
+MpiFinder takes PathFinder's place in sys.meta_path while installed and makes
+PathFinder's decision: path entries in order, each entry's finder from
+sys.path_importer_cache or else the first of sys.path_hooks that claims it,
+namespace portions gathered across entries. A directory under the shared
+prefixes that the default FileFinder hook would claim gets an MpiDirFinder (a
+FileFinder whose questions go to the C core, answered from what rank 0 has
+read and broadcast), without the stat calls the hooks would make; an entry
+claimed by any other hook (a user's, zipimport's for a zip file) goes to that
+hook, and entries outside the shared prefixes go through PathFinder's own
+code. So a module that is not found is not searched for again on the file
+system.
 
 The loaders subclass importlib's own (SourceFileLoader, SourcelessFileLoader,
 ExtensionFileLoader) and only change where bytes come from, so specs, module
 attributes, get_source, get_resource_reader and importlib.resources behave as
-in a plain import.
+in a plain import. importlib.metadata's distributions and pkgutil's
+iter_modules are answered from the same listings and bytes.
 """
 import _imp
 import _thread
@@ -20,14 +26,27 @@ import marshal
 import os
 import sys
 import time
-from importlib import _bootstrap as _bs
-from importlib import _bootstrap_external as _bx
-from importlib.machinery import (BYTECODE_SUFFIXES, EXTENSION_SUFFIXES, SOURCE_SUFFIXES,
-                                 ExtensionFileLoader, ModuleSpec, PathFinder,
-                                 SourceFileLoader, SourcelessFileLoader)
-from importlib.util import MAGIC_NUMBER, cache_from_source, spec_from_file_location
+
+# Only built-in and frozen modules here: `import mpiimport` and install() must
+# not read the shared file system (importlib, importlib.util, warnings,
+# collections... are not frozen in 3.11; their frozen cores are).
+import _frozen_importlib as _bs
+import _frozen_importlib_external as _bx
 
 from . import _core
+
+BYTECODE_SUFFIXES = _bx.BYTECODE_SUFFIXES
+EXTENSION_SUFFIXES = _imp.extension_suffixes()
+SOURCE_SUFFIXES = _bx.SOURCE_SUFFIXES
+MAGIC_NUMBER = _bx.MAGIC_NUMBER
+ExtensionFileLoader = _bx.ExtensionFileLoader
+FileFinder = _bx.FileFinder
+ModuleSpec = _bs.ModuleSpec
+PathFinder = _bx.PathFinder
+SourceFileLoader = _bx.SourceFileLoader
+SourcelessFileLoader = _bx.SourcelessFileLoader
+cache_from_source = _bx.cache_from_source
+spec_from_file_location = _bx.spec_from_file_location
 
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
                   "MPIIMPORT_FORCE")
@@ -38,12 +57,20 @@ class _Fallback(Exception):
 
 
 class _Quiet(_Fallback):
-    """A fallback that is expected (a module outside a replayed image): counted, not warned."""
+    """A fallback that is expected: counted, not warned."""
 
 
 def _say(msg):
     sys.stderr.write("mpiimport: %s\n" % msg)
     sys.stderr.flush()
+
+
+def _is_under(path, prefixes):
+    probe = path.rstrip("/") + "/"
+    for p in prefixes:
+        if probe.startswith(p if p.endswith("/") else p + "/"):
+            return True
+    return False
 
 
 class _Session:
@@ -58,6 +85,8 @@ class _Session:
         self.verbose = config["verbose"]
         self.prefixes = prefixes
         self.lock = _thread.RLock()
+        self.depth = 0               # nesting of served steps (the outermost flushes)
+        self.plain = False           # set while a fallback runs Python's own import
         self.warned = set()
         self.finished = False
         self.transport = config["transport_name"]
@@ -66,6 +95,7 @@ class _Session:
         self.stalled = 0             # consecutive waits for rank 0 that timed out
         self.list_path = None        # where rank 0 records this job's list at exit
         self.replay = None           # (source, reused, reread) when an image was replayed
+        self.code_served = set()     # sources whose code was served once (a second time re-checks)
 
     def warn_once(self, key, msg):
         if key not in self.warned:
@@ -78,16 +108,43 @@ class _Session:
             return None
         # exactly as FileFinder.__init__ makes its path absolute
         if not entry or entry == ".":
-            d = os.getcwd()
+            try:
+                d = os.getcwd()
+            except OSError:
+                return None
         elif not _bx._path_isabs(entry):
-            d = _bx._path_join(os.getcwd(), entry)
+            try:
+                d = _bx._path_join(os.getcwd(), entry)
+            except OSError:
+                return None
         else:
             d = entry
-        probe = d.rstrip("/") + "/"
-        for p in self.prefixes if self.prefixes is not None else _path_prefixes():
-            if probe.startswith(p if p.endswith("/") else p + "/"):
-                return d
-        return None
+        return d if _is_under(d, self.prefixes) else None
+
+    def step(self, request, produce, plain):
+        """produce() as one served step: under the session lock; the outermost
+        step flushes rank 0's facts as one message; a _Fallback in the
+        outermost step runs plain() instead (nested steps pass it out)."""
+        with self.lock:
+            if self.finished or self.plain:
+                return plain()
+            outer = self.depth == 0
+            self.depth += 1
+            try:
+                return produce()
+            except _Fallback as e:
+                if not outer:
+                    raise
+                self.fallback(request, e)
+                self.plain = True
+                try:
+                    return plain()
+                finally:
+                    self.plain = False
+            finally:
+                self.depth -= 1
+                if outer:
+                    self.flush(request)
 
     def need(self, request, fn, *args):
         """fn(*args), receiving rank 0's messages while the answer is a gap."""
@@ -95,10 +152,8 @@ class _Session:
             try:
                 return fn(*args)
             except _core.Gap:
-                if self.frozen:
-                    # not in the image: this rank imports it itself, no collective
-                    self.ctx.count("image_misses")
-                    raise _Quiet("%r is not in the image" % (request,)) from None
+                if self.frozen:  # a frozen rank reads its own gaps: no message will come
+                    raise _Fallback("%r: no answer in the replayed image" % (request,)) from None
             # Once rank 0 has gone quiet, later waits are short: a rank whose
             # root has stopped importing (or whose path to it died) must not
             # wait the full timeout at every import. After three quiet waits in
@@ -137,7 +192,7 @@ class _Session:
 
     def fallback(self, request, why):
         self.ctx.count("fallbacks")
-        if why.endswith("is not in the image"):
+        if isinstance(why, _Quiet):
             return
         self.warn_once("fallback", "%s; importing it normally (further fallbacks are silent, "
                        "see mpiimport.stats())" % why)
@@ -148,11 +203,38 @@ class _Session:
             pyc = _pyc_path(origin)
             r = self.ctx.source_code(MAGIC_NUMBER, origin, pyc)
             if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
-                _compile_on_root(self, fullname, origin, pyc, r[2], r[3])
+                _compile_served(self, fullname, origin, pyc, r[2], r[3])
         elif loader_kind == _core.LOADER_EXTENSION:
             self.ctx.extension(origin)
         else:
             self.ctx.file(origin, True)
+
+    def find_in_dir(self, fullname, d):
+        """FileFinder(d).find_spec(fullname), answered by the core."""
+        r = self.need(fullname, self.ctx.find, d, fullname.rpartition(".")[2])
+        if r is None:
+            return None
+        kind, loader_kind, origin, location = r
+        if kind == "namespace":
+            spec = ModuleSpec(fullname, None)
+            spec.submodule_search_locations = [location]
+            return spec
+        if self.root and not self.frozen:
+            self.prefetch(loader_kind, origin, fullname)
+        loader = _LOADERS[loader_kind](fullname, origin, self)
+        return spec_from_file_location(fullname, origin, loader=loader,
+                                       submodule_search_locations=[location]
+                                       if kind == "package" else None)
+
+    def listdir(self, request, d):
+        """The names in directory d (None: not a directory), from the listings."""
+        names = self.need(request, self.ctx.listdir, d)
+        return None if names is None else list(names)
+
+    def file_bytes(self, request, path):
+        """A file's bytes (None: no such regular file), from what rank 0 read."""
+        r = self.need(request, self.ctx.file, path, True)
+        return None if r is None else r[0]
 
 
 def _pyc_path(source):
@@ -162,16 +244,24 @@ def _pyc_path(source):
         return None
 
 
-def _compile_on_root(session, fullname, source_path, pyc_path, mtime_ns, size):
-    """Rank 0 compiles a source whose bytecode cache is missing or stale, once
-    for the job, sends the code, and writes the cache as SourceLoader would."""
+def _compile_served(session, fullname, source_path, pyc_path, mtime_ns, size):
+    """The rank that reads (rank 0; every rank for its own gaps in a replayed
+    image) compiles a source whose bytecode cache is missing or stale, once
+    for the job, makes the code known, and (rank 0) writes the cache as
+    SourceLoader would. A source that does not compile is made known with
+    empty code: every rank then compiles it itself and raises what a plain
+    import raises, instead of waiting for code that will never come."""
     with open(source_path, "rb") as f:
         source = f.read()
     session.ctx.count("fs_calls", 3)
-    code = _bs._call_with_frames_removed(compile, source, source_path, "exec",
-                                         dont_inherit=True, optimize=-1)
+    try:
+        code = _bs._call_with_frames_removed(compile, source, source_path, "exec",
+                                             dont_inherit=True, optimize=-1)
+    except BaseException:
+        session.ctx.add_code(source_path, b"", mtime_ns, size)
+        raise
     session.ctx.add_code(source_path, marshal.dumps(code), mtime_ns, size)
-    if not sys.dont_write_bytecode and pyc_path is not None:
+    if session.root and not sys.dont_write_bytecode and pyc_path is not None:
         data = _bx._code_to_timestamp_pyc(code, int(_stat_mtime(mtime_ns)), size)
         try:
             _bx.SourceFileLoader(fullname, source_path)._cache_bytecode(source_path, pyc_path, data)
@@ -202,34 +292,44 @@ class _Served:
                 return r[0]
         return super().get_data(path)
 
+    def exec_module(self, module):
+        super().exec_module(module)
+        after = _AFTER_EXEC.get(module.__name__)
+        if after is not None:
+            after(module)
+
     def _served(self, request, produce, plain):
         """produce(session), or plain() when mpiimport cannot serve request."""
         s = self._mpii
-        if s is None or s.finished:
+        if s is None:
             return plain()
         t0 = time.perf_counter()
         try:
-            with s.lock:
-                try:
-                    return produce(s)
-                finally:
-                    s.flush(request)
-        except _Fallback as e:
-            s.fallback(request, str(e))
-            return plain()
+            return s.step(request, lambda: produce(s), plain)
         finally:
             s.ctx.count("load", 1, time.perf_counter() - t0)
 
 
 class MpiSourceLoader(_Served, SourceFileLoader):
     """SourceFileLoader whose code comes from rank 0: a valid bytecode cache,
-    or code rank 0 compiled."""
+    or code rank 0 compiled. Like SourceFileLoader, the source is checked
+    again at every import of the module (a failed import retried, a reload):
+    the second and later times, every rank forgets what it knew of the source
+    and its cache, and rank 0 reads them afresh (a replayed image: that rank
+    imports the module plainly)."""
 
     def get_code(self, fullname):
         source_path = self.get_filename(fullname)
         pyc = _pyc_path(source_path)
 
         def produce(s):
+            if source_path in s.code_served:
+                if s.frozen:
+                    raise _Quiet("%s is imported again" % source_path)
+                s.ctx.forget(source_path)
+                if pyc is not None:
+                    s.ctx.forget(pyc)
+            s.code_served.add(source_path)
             r = s.need(fullname, s.ctx.source_code, MAGIC_NUMBER, source_path, pyc)
             if r is None:
                 raise _Fallback("%s vanished" % source_path)
@@ -237,11 +337,14 @@ class MpiSourceLoader(_Served, SourceFileLoader):
             if kind == _core.CODE_PYC:
                 return _bx._compile_bytecode(memoryview(data)[16:], name=fullname,
                                              bytecode_path=pyc, source_path=source_path)
-            if kind == _core.CODE_COMPILED:
+            if kind == _core.CODE_COMPILED and data:
                 code = marshal.loads(data)
                 _imp._fix_co_filename(code, source_path)
                 return code
-            return _compile_on_root(s, fullname, source_path, pyc, mtime_ns, size)
+            if kind == _core.CODE_COMPILED:
+                # rank 0 could not compile it: compile here, raising what a plain import raises
+                raise _Quiet("%s does not compile" % source_path)
+            return _compile_served(s, fullname, source_path, pyc, mtime_ns, size)
 
         return self._served(fullname, produce, lambda: super(MpiSourceLoader, self).get_code(fullname))
 
@@ -301,6 +404,33 @@ _LOADERS = {
     _core.LOADER_BYTECODE: MpiSourcelessLoader,
 }
 
+_DEFAULT_LOADERS = tuple(_bx._get_supported_file_loaders())
+
+
+def _is_default_file_finder(finder):
+    return type(finder) is FileFinder and finder._loaders == MpiDirFinder._default_loader_list
+
+
+class MpiDirFinder(FileFinder):
+    """The path-entry finder of a shared directory: what the default FileFinder
+    hook would make, with find_spec answered by the core (no stat of the
+    directory, no listing on this rank). In sys.path_importer_cache while the
+    session lasts; pkgutil.iter_modules over it reads the same listings."""
+
+    _default_loader_list = FileFinder("/", *_DEFAULT_LOADERS)._loaders
+
+    def __init__(self, session, path):
+        super().__init__(path, *_DEFAULT_LOADERS)
+        self._mpii = session
+
+    def __repr__(self):
+        return "FileFinder({!r})".format(self.path)
+
+    def find_spec(self, fullname, target=None):
+        s = self._mpii
+        return s.step(fullname, lambda: s.find_in_dir(fullname, self.path),
+                      lambda: FileFinder.find_spec(self, fullname, target))
+
 
 class MpiFinder:
     """Meta-path finder in PathFinder's place; see the module docstring."""
@@ -313,50 +443,69 @@ class MpiFinder:
 
     def find_spec(self, fullname, path=None, target=None):
         s = self._mpii
-        if s.finished:
-            return PathFinder.find_spec(fullname, path, target)
         if path is None:
             path = sys.path
         t0 = time.perf_counter()
-        with s.lock:
+        try:
+            return s.step(fullname, lambda: self._find(fullname, path, target),
+                          lambda: PathFinder.find_spec(fullname, path, target))
+        finally:
+            s.ctx.count("find", 0, time.perf_counter() - t0)
+
+    def _entry_finder(self, entry):
+        """PathFinder._path_importer_cache(entry): the cache, else the hooks
+        (where path_hook below claims shared directories without a stat)."""
+        key = entry
+        if entry == "":
             try:
-                return self._find(fullname, path, target)
-            except _Fallback as e:
-                s.fallback(fullname, str(e))
-                return PathFinder.find_spec(fullname, path, target)
-            finally:
-                s.flush(fullname)
-                s.ctx.count("find", 0, time.perf_counter() - t0)
+                key = os.getcwd()
+            except FileNotFoundError:
+                return None
+        cache = sys.path_importer_cache
+        try:
+            return cache[key]
+        except KeyError:
+            finder = cache[key] = PathFinder._path_hooks(key)
+            return finder
+
+    def path_hook(self, path):
+        """In sys.path_hooks while installed, just before zipimport's and
+        FileFinder's: claims a shared directory (an MpiDirFinder, what the
+        FileFinder hook would make) from the listings, so neither hook stats
+        it; anything else goes on to the next hook."""
+        s = self._mpii
+        d = s.shared_dir(path) if not s.finished else None
+        if d is None:
+            raise ImportError("not a shared directory", path=path)
+        state = s.step(path, lambda: s.need(path, s.ctx.dir_state, d), lambda: None)
+        if state != "dir":
+            raise ImportError("not a shared directory", path=path)
+        return MpiDirFinder(s, d)
 
     def _find(self, fullname, path, target):
-        s = self._mpii
-        tail = fullname.rpartition(".")[2]
         namespace_path = []
         for entry in path:
-            d = s.shared_dir(entry)
-            if d is not None and s.need(fullname, s.ctx.dir_state, d) == "notdir":
-                d = None  # a zip file or the like: zipimport's business
-            if d is None:
+            finder = None
+            if not isinstance(entry, str):
                 spec = PathFinder._get_spec(fullname, [entry], target)
-                if spec is None:
+            else:
+                finder = self._entry_finder(entry)
+                if finder is None:
                     continue
-                if spec.loader is not None:
-                    return spec
-                namespace_path.extend(spec.submodule_search_locations or ())
+                if isinstance(finder, MpiDirFinder):
+                    spec = finder.find_spec(fullname, target)
+                else:
+                    spec = PathFinder._get_spec(fullname, [entry], target)
+            if spec is None:
                 continue
-            r = s.need(fullname, s.ctx.find, d, tail)
-            if r is None:
+            if spec.loader is not None:
+                return spec
+            portions = spec.submodule_search_locations
+            if not portions:
+                if isinstance(finder, MpiDirFinder):
+                    raise ImportError("spec missing loader")
                 continue
-            kind, loader_kind, origin, location = r
-            if kind == "namespace":
-                namespace_path.append(location)
-                continue
-            if s.root:
-                s.prefetch(loader_kind, origin, fullname)
-            loader = _LOADERS[loader_kind](fullname, origin, s)
-            return spec_from_file_location(fullname, origin, loader=loader,
-                                           submodule_search_locations=[location]
-                                           if kind == "package" else None)
+            namespace_path.extend(portions)
         if namespace_path:
             spec = ModuleSpec(fullname, None)
             spec.submodule_search_locations = _bx._NamespacePath(fullname, namespace_path,
@@ -367,10 +516,135 @@ class MpiFinder:
     def invalidate_caches(self):
         with self._mpii.lock:
             self._mpii.ctx.invalidate()
+            self._mpii.code_served.clear()
         PathFinder.invalidate_caches()
 
-    def find_distributions(self, *args, **kwargs):
-        return PathFinder.find_distributions(*args, **kwargs)
+    def find_distributions(self, context=None):
+        """importlib.metadata's search (MetadataPathFinder) with the listings
+        and METADATA bytes of shared directories served."""
+        import importlib.metadata as md  # the caller has imported it
+        if context is None:
+            context = md.DistributionFinder.Context()
+        s = self._mpii
+        found = []
+        for entry in context.path:
+            d = s.shared_dir(entry) if not s.finished else None
+            names = None
+            if d is not None:
+                names = s.step("importlib.metadata", lambda: s.listdir("importlib.metadata", d),
+                               lambda: None)
+            if names is None:
+                found.extend(md.PathDistribution(p)
+                             for p in md.MetadataPathFinder._search_paths(context.name, [entry]))
+                continue
+            found.extend(_ServedDistribution(s, p)
+                         for p in md.Lookup(_ServedPath(d, names)).search(md.Prepared(context.name)))
+        return iter(found)
+
+
+class _ServedPath:
+    """importlib.metadata.FastPath over a served listing (for its Lookup)."""
+
+    def __init__(self, root, names):
+        self.root = root
+        self._names = names
+
+    def children(self):
+        return self._names
+
+    def joinpath(self, child):
+        import pathlib
+        return pathlib.Path(self.root, child)
+
+
+def _served_distribution_class():
+    import importlib.metadata as md
+
+    class ServedDistribution(md.PathDistribution):
+        """A PathDistribution whose files are read through the session."""
+
+        def __init__(self, session, path):
+            super().__init__(path)
+            self._mpii = session
+
+        def read_text(self, filename):
+            s = self._mpii
+            path = str(self._path.joinpath(filename))
+            data = s.step("importlib.metadata", lambda: s.file_bytes("importlib.metadata", path),
+                          lambda: md.PathDistribution.read_text(self, filename))
+            if isinstance(data, str):
+                return data
+            if data is None:
+                return None
+            return data.decode("utf-8")  # as pathlib's read_text(encoding='utf-8')
+
+        read_text.__doc__ = md.PathDistribution.read_text.__doc__
+
+    return ServedDistribution
+
+
+_served_distribution = []
+
+
+def _ServedDistribution(session, path):
+    if not _served_distribution:
+        _served_distribution.append(_served_distribution_class())
+    return _served_distribution[0](session, path)
+
+
+def _module_name(filename):
+    """inspect.getmodulename: the name for a file name, or None."""
+    suffixes = sorted(EXTENSION_SUFFIXES + SOURCE_SUFFIXES + BYTECODE_SUFFIXES, key=len, reverse=True)
+    for suffix in suffixes:
+        if filename.endswith(suffix):
+            return filename[:-len(suffix)]
+    return None
+
+
+def _iter_served_modules(importer, prefix=""):
+    """pkgutil.iter_modules over an MpiDirFinder: pkgutil's FileFinder rules
+    (_iter_file_finder_modules), with listings instead of os.listdir."""
+    s = importer._mpii
+
+    def listing():
+        names = s.listdir("pkgutil", importer.path)
+        if names is None:
+            return []
+        out, yielded = [], set()
+        for fn in sorted(names):
+            modname = _module_name(fn)
+            if modname == "__init__" or modname in yielded:
+                continue
+            ispkg = False
+            if not modname and "." not in fn:
+                sub = s.listdir("pkgutil", _bx._path_join(importer.path, fn))
+                if sub is None:
+                    continue
+                if not any(_module_name(n) == "__init__" for n in sub):
+                    continue  # not a package
+                modname, ispkg = fn, True
+            if modname and "." not in modname:
+                yielded.add(modname)
+                out.append((prefix + modname, ispkg))
+        return out
+
+    plain = lambda: list(_pkgutil_file_finder_modules[0](importer, prefix))  # noqa: E731
+    yield from s.step("pkgutil", listing, plain)
+
+
+_pkgutil_file_finder_modules = []
+
+
+def _register_pkgutil(pkgutil):
+    """pkgutil.iter_modules(): MpiDirFinders list through the session."""
+    if _pkgutil_file_finder_modules:
+        return
+    _pkgutil_file_finder_modules.append(pkgutil._iter_file_finder_modules)
+    pkgutil.iter_importer_modules.register(MpiDirFinder, _iter_served_modules)
+
+
+# Run after a served module's code: modules whose behaviour the hook extends.
+_AFTER_EXEC = {"pkgutil": _register_pkgutil}
 
 
 class _State:
@@ -417,22 +691,28 @@ def _normalise(entries):
     return out
 
 
-_path_cache = [None, ()]
-
-
-def _path_prefixes():
-    """The default shared prefixes: sys.path's entries as they are now (site
-    initialisation may still be adding to it when the site hook installs)."""
-    key = tuple(sys.path)
-    if _path_cache[0] != key:
-        _path_cache[0], _path_cache[1] = key, _normalise(key)
-    return _path_cache[1]
+def _main_dir():
+    """The directory Python puts first on sys.path for the main program (the
+    site hook installs before it is there): the script's, else the cwd."""
+    argv0 = sys.argv[0] if getattr(sys, "argv", None) else ""
+    if argv0 in ("", "-c", "-m", "-"):
+        return ""
+    return os.path.dirname(os.path.realpath(argv0))
 
 
 def _prefixes(config):
-    """MPIIMPORT_SHARED_PREFIXES, or None: every sys.path entry at lookup time."""
+    """MPIIMPORT_SHARED_PREFIXES; by default the stack as it is at install():
+    every sys.path entry, the main program's directory and the interpreter's
+    prefixes (where site initialisation, still running when the site hook
+    installs, adds its directories). A directory put on sys.path later that
+    lies outside these (a temporary directory made at run time) is not
+    served: it goes through PathFinder exactly as without mpiimport."""
     raw = config["shared_prefixes"]
-    return _normalise([p for p in raw.split(":") if p]) if raw else None
+    if raw:
+        return _normalise([p for p in raw.split(":") if p])
+    roots = list(sys.path) + [_main_dir()]
+    roots += [getattr(sys, n, None) for n in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")]
+    return _normalise([r for r in roots if isinstance(r, str)])
 
 
 def _cache_key():
@@ -470,7 +750,7 @@ def _compile_stale_sources(session):
         if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
             name = os.path.splitext(os.path.basename(src))[0]
             try:
-                _compile_on_root(session, name, src, pyc, r[2], r[3])
+                _compile_served(session, name, src, pyc, r[2], r[3])
             except (SyntaxError, ValueError, OSError):
                 pass  # importing it will raise what a plain import raises
 
@@ -568,14 +848,38 @@ def install(_transport=None):
         del meta[index]
     meta.insert(0, finder)
     _state.session, _state.finder, _state.pathfinder_index = session, finder, index
+    if "pkgutil" in sys.modules:
+        _register_pkgutil(sys.modules["pkgutil"])
+    _install_path_hook(session, finder)
     if not _state.atexit_registered:
         atexit.register(_at_exit)
         _state.atexit_registered = True
     if session.verbose >= 2 and session.root:
         _say("installed on %d ranks, transport %s, shared prefixes %s"
              % (session.size, session.transport,
-                ":".join(session.prefixes) if session.prefixes is not None else "sys.path"))
+                ":".join(session.prefixes)))
     return True
+
+
+def _install_path_hook(session, finder):
+    """finder.path_hook goes just before zipimport's and the default FileFinder
+    hook (right before FileFinder's if a hook of someone else's sits between
+    the two, so that it keeps its turn); the default FileFinders already in
+    sys.path_importer_cache for shared directories become MpiDirFinders."""
+    hooks = sys.path_hooks
+    zip_at = next((i for i, h in enumerate(hooks) if getattr(h, "__module__", None) == "zipimport"), None)
+    file_at = next((i for i, h in enumerate(hooks) if getattr(h, "__qualname__", "").startswith(
+        "FileFinder.path_hook.")), len(hooks))
+    at = file_at
+    if zip_at is not None and zip_at < file_at and zip_at + 1 == file_at:
+        at = zip_at
+    hooks.insert(at, finder.path_hook)
+    cache = sys.path_importer_cache
+    for key, f in list(cache.items()):
+        if _is_default_file_finder(f):
+            d = session.shared_dir(f.path)
+            if d is not None:
+                cache[key] = MpiDirFinder(session, d)
 
 
 def uninstall():
@@ -591,6 +895,14 @@ def uninstall():
             pass
         if _state.pathfinder_index is not None and PathFinder not in sys.meta_path:
             sys.meta_path.insert(min(_state.pathfinder_index, len(sys.meta_path)), PathFinder)
+        try:
+            sys.path_hooks.remove(_state.finder.path_hook)
+        except ValueError:
+            pass
+        # PathFinder makes plain FileFinders again for these entries, on demand
+        for key, f in list(sys.path_importer_cache.items()):
+            if isinstance(f, MpiDirFinder):
+                del sys.path_importer_cache[key]
         error = None
         _record(s)
         try:

@@ -9,6 +9,7 @@ rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
 if os.environ.get("APP_INSTALL") == "1":
     import mpiimport
     assert mpiimport.install()
+    os.access("/mpiimport-test-marker/installed/rank%d" % rank, os.F_OK)   # strace marker
 import numpy
 import mod_a
 extra = None
