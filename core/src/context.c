@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct pending_send {
 };
 
 struct mpii_context {
+    pthread_mutex_t lock;  /* knowledge, outgoing and stats: see mpii_context_lock() */
     mpii_config cfg;
     const mpii_transport_ops *ops;
     mpii_transport *transport;
@@ -45,6 +47,7 @@ struct mpii_context {
     int finished;
     char stage_root[MPII_PATH_MAX];
     mpii_stage *stage;
+    int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
     mpii_stats stats;
 };
 
@@ -125,6 +128,10 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
     if (cfg == NULL || ops == NULL || out == NULL)
         return MPII_ERR_INVALID;
     mpii_context *ctx = calloc(1, sizeof *ctx);
+    if (ctx != NULL && pthread_mutex_init(&ctx->lock, NULL) != 0) {
+        free(ctx);
+        ctx = NULL;
+    }
     if (ctx == NULL)
         return MPII_ERR_NOMEM;
     ctx->cfg = *cfg;
@@ -180,11 +187,24 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
     return MPII_OK;
 }
 
+void mpii_context_lock(mpii_context *ctx)
+{
+    int rc = pthread_mutex_lock(&ctx->lock);
+    (void)rc; /* a default mutex fails only on misuse (EDEADLK is not detected) */
+}
+
+void mpii_context_unlock(mpii_context *ctx)
+{
+    int rc = pthread_mutex_unlock(&ctx->lock);
+    (void)rc;
+}
+
 int mpii_context_rank(const mpii_context *ctx) { return ctx->rank; }
 int mpii_context_size(const mpii_context *ctx) { return ctx->size; }
 const mpii_stats *mpii_context_stats(const mpii_context *ctx) { return &ctx->stats; }
 mpii_stats *mpii_context_stats_mut(mpii_context *ctx) { return &ctx->stats; }
 const char *mpii_context_stage_root(const mpii_context *ctx) { return ctx->stage_root; }
+int mpii_context_stage_errno(const mpii_context *ctx) { return ctx->stage_errno; }
 
 /* ---- knowledge ---- */
 
@@ -782,7 +802,11 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
         return MPII_ERR_CORRUPT;
     }
     ctx->seq_received = seq;
+    /* The wait above ran unlocked (a reader in another thread goes on); the
+     * merge moves entries, so it holds the lock readers hold. */
+    mpii_context_lock(ctx);
     st = mpii_image_merge(ctx->known, msg);
+    mpii_context_unlock(ctx);
     mpii_image_destroy(msg);
     return st;
 }
@@ -894,7 +918,9 @@ mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged
     if (ctx == NULL || path == NULL || staged == NULL)
         return MPII_ERR_INVALID;
     mpii_status st;
+    ctx->stage_errno = 0;
     if (ctx->stage == NULL && (st = mpii_stage_open(ctx->stage_root, &ctx->stage)) != MPII_OK) {
+        ctx->stage_errno = st == MPII_ERR_UNSAFE ? 0 : errno;
         ctx->stage = NULL;
         return st;
     }
@@ -1001,5 +1027,7 @@ void mpii_context_destroy(mpii_context *ctx)
     free(ctx->sends);
     mpii_image_destroy(ctx->known);
     mpii_image_destroy(ctx->outgoing);
+    int rc = pthread_mutex_destroy(&ctx->lock);
+    (void)rc;
     free(ctx);
 }

@@ -16,14 +16,21 @@ mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label
 {
     if (path == NULL || out == NULL)
         return MPII_ERR_INVALID;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named here must not block the job in open() (it
+     * is refused below, as is anything but a regular file). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    mpii_status bad = MPII_OK;
+    if (fstat(fd, &sb) != 0)
+        bad = MPII_ERR_IO;
+    else if (!S_ISREG(sb.st_mode))
+        bad = MPII_ERR_NOTREG;
+    if (bad != MPII_OK) {
         int ok = close(fd) == 0;
         (void)ok;
-        return MPII_ERR_IO;
+        return bad;
     }
     size_t len = (size_t)sb.st_size, got = 0;
     uint8_t *buf = malloc(len ? len : 1);

@@ -20,6 +20,7 @@ const char *mpii_strerror(mpii_status status)
     case MPII_ERR_NOSPACE: return "no space left on the staging file system";
     case MPII_ERR_ENDED: return "the root has ended the session";
     case MPII_ERR_TOOLONG: return "path too long";
+    case MPII_ERR_NOTREG: return "not a regular file";
     }
     return "unknown status";
 }

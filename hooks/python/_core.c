@@ -199,6 +199,29 @@ static void Context_dealloc(ContextObject *self)
         }                                                                        \
     } while (0)
 
+/* Every method that reads or changes the context's state holds its lock
+ * (taken with the GIL released: a thread that holds it may be waiting for the
+ * GIL only after it let go of the lock) from the question until the answer is
+ * a Python object; receive() takes it inside the core only to merge. */
+static PyObject *locked_call(ContextObject *self, PyObject *args,
+                             PyObject *(*method)(ContextObject *, PyObject *))
+{
+    NEED_CTX(self);
+    mpii_context *ctx = self->ctx;
+    Py_BEGIN_ALLOW_THREADS
+    mpii_context_lock(ctx);
+    Py_END_ALLOW_THREADS
+    PyObject *result = method(self, args);
+    mpii_context_unlock(ctx);
+    return result;
+}
+
+#define LOCKED_METHOD(name)                                                   \
+    static PyObject *Context_##name(ContextObject *self, PyObject *args)      \
+    {                                                                         \
+        return locked_call(self, args, Context_##name##_locked);             \
+    }
+
 static PyObject *Context_get_rank(ContextObject *self, void *c)
 {
     (void)c;
@@ -221,7 +244,7 @@ static PyObject *Context_get_stage_root(ContextObject *self, void *c)
 }
 
 /* find(dir, name) -> None | ("module"|"package", loader, origin, location) | ("namespace", None, None, location) */
-static PyObject *Context_find(ContextObject *self, PyObject *args)
+static PyObject *Context_find_locked(ContextObject *self, PyObject *args)
 {
     const char *dir, *name;
     if (!PyArg_ParseTuple(args, "ss", &dir, &name))
@@ -245,9 +268,10 @@ static PyObject *Context_find(ContextObject *self, PyObject *args)
     PyMem_Free(r);
     return out;
 }
+LOCKED_METHOD(find)
 
 /* dir_state(dir) -> "dir" | "missing" | "notdir" */
-static PyObject *Context_dir_state(ContextObject *self, PyObject *args)
+static PyObject *Context_dir_state_locked(ContextObject *self, PyObject *args)
 {
     const char *dir;
     if (!PyArg_ParseTuple(args, "s", &dir))
@@ -260,9 +284,10 @@ static PyObject *Context_dir_state(ContextObject *self, PyObject *args)
         return raise_status(self, st, dir);
     return PyUnicode_FromString(e ? "dir" : (flags & MPII_MISS_NOT_DIR) ? "notdir" : "missing");
 }
+LOCKED_METHOD(dir_state)
 
 /* listdir(dir) -> list of names, or None when dir is not a directory */
-static PyObject *Context_listdir(ContextObject *self, PyObject *args)
+static PyObject *Context_listdir_locked(ContextObject *self, PyObject *args)
 {
     const char *dir;
     if (!PyArg_ParseTuple(args, "s", &dir))
@@ -291,6 +316,7 @@ static PyObject *Context_listdir(ContextObject *self, PyObject *args)
     }
     return list;
 }
+LOCKED_METHOD(listdir)
 
 static PyObject *entry_tuple(const mpii_entry *e)
 {
@@ -307,7 +333,7 @@ static PyObject *entry_tuple(const mpii_entry *e)
 }
 
 /* file(path, want_bytes) -> None (missing) | (bytes|None, mtime_ns, size) */
-static PyObject *Context_file(ContextObject *self, PyObject *args)
+static PyObject *Context_file_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     int want = 1;
@@ -320,9 +346,10 @@ static PyObject *Context_file(ContextObject *self, PyObject *args)
         return raise_status(self, st, path);
     return entry_tuple(e);
 }
+LOCKED_METHOD(file)
 
 /* known(path) -> (bytes, mtime_ns, size) from knowledge only, or None: never reads, never waits. */
-static PyObject *Context_known(ContextObject *self, PyObject *args)
+static PyObject *Context_known_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     if (!PyArg_ParseTuple(args, "s", &path))
@@ -330,9 +357,10 @@ static PyObject *Context_known(ContextObject *self, PyObject *args)
     NEED_CTX(self);
     return entry_tuple(mpii_context_lookup(self->ctx, path));
 }
+LOCKED_METHOD(known)
 
 /* source_code(magic, source, pyc|None) -> (kind, data|None, mtime_ns, size) */
-static PyObject *Context_source_code(ContextObject *self, PyObject *args)
+static PyObject *Context_source_code_locked(ContextObject *self, PyObject *args)
 {
     const char *magic, *source, *pyc;
     Py_ssize_t magic_len;
@@ -356,8 +384,9 @@ static PyObject *Context_source_code(ContextObject *self, PyObject *args)
         return NULL;
     return Py_BuildValue("(iNLK)", (int)kind, data, (long long)src->mtime_ns, (unsigned long long)src->size);
 }
+LOCKED_METHOD(source_code)
 
-static PyObject *Context_add_code(ContextObject *self, PyObject *args)
+static PyObject *Context_add_code_locked(ContextObject *self, PyObject *args)
 {
     const char *source, *code;
     Py_ssize_t len;
@@ -371,8 +400,9 @@ static PyObject *Context_add_code(ContextObject *self, PyObject *args)
         return raise_status(self, st, source);
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(add_code)
 
-static PyObject *Context_flush(ContextObject *self, PyObject *args)
+static PyObject *Context_flush_locked(ContextObject *self, PyObject *args)
 {
     const char *label = NULL;
     int always = 0;
@@ -387,6 +417,7 @@ static PyObject *Context_flush(ContextObject *self, PyObject *args)
         return raise_status(self, st, "broadcast");
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(flush)
 
 /* receive(timeout) -> label of the message received */
 static PyObject *Context_receive(ContextObject *self, PyObject *args)
@@ -406,7 +437,7 @@ static PyObject *Context_receive(ContextObject *self, PyObject *args)
 }
 
 /* extension(path): the module's bytes and its $ORIGIN libraries are known. */
-static PyObject *Context_extension(ContextObject *self, PyObject *args)
+static PyObject *Context_extension_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     if (!PyArg_ParseTuple(args, "s", &path))
@@ -419,8 +450,9 @@ static PyObject *Context_extension(ContextObject *self, PyObject *args)
         return raise_status(self, st, path);
     Py_RETURN_TRUE;
 }
+LOCKED_METHOD(extension)
 
-static PyObject *Context_stage(ContextObject *self, PyObject *args)
+static PyObject *Context_stage_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     if (!PyArg_ParseTuple(args, "s", &path))
@@ -431,18 +463,26 @@ static PyObject *Context_stage(ContextObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     st = mpii_context_stage(self->ctx, path, staged, sizeof staged);
     Py_END_ALLOW_THREADS
+    int err = mpii_context_stage_errno(self->ctx);
+    if (st != MPII_OK && err != 0) {
+        PyErr_Format(self->error, "cannot make the stage directory %s: %s",
+                     mpii_context_stage_root(self->ctx), strerror(err));
+        return NULL;
+    }
     if (st != MPII_OK)
         return raise_status(self, st, path);
     return PyUnicode_DecodeFSDefault(staged);
 }
+LOCKED_METHOD(stage)
 
-static PyObject *Context_freeze(ContextObject *self, PyObject *unused)
+static PyObject *Context_freeze_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
     NEED_CTX(self);
     mpii_context_freeze(self->ctx);
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(freeze)
 
 static PyObject *Context_get_frozen(ContextObject *self, void *c)
 {
@@ -452,7 +492,7 @@ static PyObject *Context_get_frozen(ContextObject *self, void *c)
 }
 
 /* replay(path, trust) -> (reused, reread): a recorded list or packed image. */
-static PyObject *Context_replay(ContextObject *self, PyObject *args)
+static PyObject *Context_replay_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     int trust = 0;
@@ -474,9 +514,10 @@ static PyObject *Context_replay(ContextObject *self, PyObject *args)
         return raise_status(self, st, path);
     return Py_BuildValue("(KK)", (unsigned long long)reused, (unsigned long long)reread);
 }
+LOCKED_METHOD(replay)
 
 /* save(path, with_data, label): the knowledge to a file, atomically. */
-static PyObject *Context_save(ContextObject *self, PyObject *args)
+static PyObject *Context_save_locked(ContextObject *self, PyObject *args)
 {
     const char *path, *label = NULL;
     int with_data = 0;
@@ -495,8 +536,9 @@ static PyObject *Context_save(ContextObject *self, PyObject *args)
         return raise_status(self, st, path);
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(save)
 
-static PyObject *Context_sources(ContextObject *self, PyObject *unused)
+static PyObject *Context_sources_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
     NEED_CTX(self);
@@ -516,8 +558,9 @@ static PyObject *Context_sources(ContextObject *self, PyObject *unused)
     free(paths);
     return list;
 }
+LOCKED_METHOD(sources)
 
-static PyObject *Context_forget(ContextObject *self, PyObject *args)
+static PyObject *Context_forget_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
     if (!PyArg_ParseTuple(args, "s", &path))
@@ -526,14 +569,16 @@ static PyObject *Context_forget(ContextObject *self, PyObject *args)
     mpii_context_forget(self->ctx, path);
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(forget)
 
-static PyObject *Context_invalidate(ContextObject *self, PyObject *unused)
+static PyObject *Context_invalidate_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
     NEED_CTX(self);
     mpii_context_invalidate(self->ctx);
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(invalidate)
 
 static PyObject *Context_finish(ContextObject *self, PyObject *unused)
 {
@@ -561,8 +606,17 @@ static PyObject *Context_close(ContextObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* A forked child's copy of the context: never used, never finalised (the
+ * transport belongs to the parent); its memory goes with the child. */
+static PyObject *Context_abandon(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->ctx = NULL;
+    Py_RETURN_NONE;
+}
+
 /* count(name, n=1, seconds=0.0): adds to a counter the hook keeps (load, fallbacks, out_of_order, fs_calls). */
-static PyObject *Context_count(ContextObject *self, PyObject *args)
+static PyObject *Context_count_locked(ContextObject *self, PyObject *args)
 {
     const char *name;
     unsigned long long n = 1;
@@ -590,12 +644,10 @@ static PyObject *Context_count(ContextObject *self, PyObject *args)
     }
     Py_RETURN_NONE;
 }
+LOCKED_METHOD(count)
 
-static PyObject *Context_stats(ContextObject *self, PyObject *unused)
+static PyObject *stats_dict(const mpii_stats *s)
 {
-    (void)unused;
-    NEED_CTX(self);
-    const mpii_stats *s = mpii_context_stats(self->ctx);
     return Py_BuildValue(
         "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
@@ -611,6 +663,14 @@ static PyObject *Context_stats(ContextObject *self, PyObject *unused)
         "staged_files", (unsigned long long)s->staged_files,
         "staged_bytes", (unsigned long long)s->staged_bytes);
 }
+
+static PyObject *Context_stats_locked(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    NEED_CTX(self);
+    return stats_dict(mpii_context_stats(self->ctx));
+}
+LOCKED_METHOD(stats)
 
 static PyMethodDef Context_methods[] = {
     {"find", (PyCFunction)Context_find, METH_VARARGS, "FileFinder's decision for (dir, name)."},
@@ -632,6 +692,7 @@ static PyMethodDef Context_methods[] = {
     {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
     {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},
     {"close", (PyCFunction)Context_close, METH_NOARGS, "Free the context and its transport."},
+    {"abandon", (PyCFunction)Context_abandon, METH_NOARGS, "Forked child: drop the parent's context untouched."},
     {"count", (PyCFunction)Context_count, METH_VARARGS, "Add to a counter."},
     {"stats", (PyCFunction)Context_stats, METH_NOARGS, "Counters as a dict."},
     {NULL, NULL, 0, NULL}};
@@ -656,6 +717,14 @@ static PyType_Spec Context_spec = {"mpiimport._core.Context", sizeof(ContextObje
                                    Py_TPFLAGS_DEFAULT, Context_slots};
 
 /* read_image(path) -> (label, [(kind, flags, path, data_len, size, mtime_ns), ...]) */
+static PyObject *core_zero_stats(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    const mpii_stats zero = {0};
+    return stats_dict(&zero);
+}
+
 static PyObject *core_read_image(PyObject *module, PyObject *args)
 {
     core_state *state = get_state(module);
@@ -691,6 +760,7 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
 static PyMethodDef core_methods[] = {
     {"read_image", core_read_image, METH_VARARGS, "The entries of an image file."},
     {"config", core_config, METH_NOARGS, "The MPIIMPORT_* settings, parsed."},
+    {"zero_stats", core_zero_stats, METH_NOARGS, "The counters of a session that did nothing."},
     {"transports", core_transports, METH_NOARGS, "Names of the compiled transports, default first."},
     {NULL, NULL, 0, NULL}};
 

@@ -92,9 +92,11 @@ def test_a_failed_import_fixed_on_disk_is_imported_afresh(tmp_path):
     assert plain[0]["retry_name"] == ["NameError", "fixed a NameError, longer text"]
     assert plain[0]["retry_reload"] == ["ok:first", "reloaded with a new value"]
     same(ranks, plain, ["retry_syntax", "retry_name", "retry_reload"])
-    # no rank waited for code that never came, and no rank fell back with a warning
+    # every rank compiled the broken source itself once (counted, not warned: the
+    # one fallback each); none waited for code that never came (that would be
+    # a second, timed-out fallback)
     for r in ranks:
-        assert r["stats"]["fallbacks"] <= 2, r["stats"]   # the two failed compiles, on ranks > 0
+        assert r["stats"]["fallbacks"] == 1, r["stats"]
 
 
 def test_a_directory_made_at_run_time_behaves_as_with_pathfinder(tmp_path):

@@ -257,4 +257,19 @@ TEST(Context, ReplayKeepsAMissThatStillHolds)
     mpii_image_destroy(img);
 }
 
+TEST(ImageFile, AFifoOrADirectoryIsRefusedAtOnce)
+{
+    Tree t;
+    std::string fifo = t.dir + "/image.fifo";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    mpii_image *img = nullptr;
+    // no writer: a blocking open() would never return
+    EXPECT_EQ(mpii_image_read_file(fifo.c_str(), &img, nullptr, 0), MPII_ERR_NOTREG);
+    EXPECT_EQ(mpii_image_read_file(t.dir.c_str(), &img, nullptr, 0), MPII_ERR_NOTREG);
+    EXPECT_EQ(mpii_image_read_file("/dev/null", &img, nullptr, 0), MPII_ERR_NOTREG);
+    EXPECT_EQ(mpii_image_read_file((t.dir + "/none").c_str(), &img, nullptr, 0), MPII_ERR_NOTFOUND);
+    EXPECT_EQ(img, nullptr);
+    EXPECT_STREQ(mpii_strerror(MPII_ERR_NOTREG), "not a regular file");
+}
+
 }  // namespace

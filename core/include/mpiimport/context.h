@@ -54,11 +54,23 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
 mpii_status mpii_context_finish(mpii_context *ctx);
 void mpii_context_destroy(mpii_context *ctx);
 
+/* The context's one lock, around every read and merge of its state. A
+ * caller that asks questions from several threads holds it from a question
+ * until it is done with the entries it got (they move when knowledge grows);
+ * mpii_context_receive waits unlocked and takes it only to merge, so a
+ * waiting rank does not block another thread's reads. Not recursive:
+ * mpii_context_receive and mpii_context_finish must be called unlocked. */
+void mpii_context_lock(mpii_context *ctx);
+void mpii_context_unlock(mpii_context *ctx);
+
 int mpii_context_rank(const mpii_context *ctx);
 int mpii_context_size(const mpii_context *ctx);
 const mpii_stats *mpii_context_stats(const mpii_context *ctx);
 mpii_stats *mpii_context_stats_mut(mpii_context *ctx);
 const char *mpii_context_stage_root(const mpii_context *ctx);
+/* errno of the last failure to make this node's stage directory (0: none, or
+ * the directory was refused as unsafe). */
+int mpii_context_stage_errno(const mpii_context *ctx);
 
 /* Questions. *entry is NULL when the path does not exist (MISS). An unknown
  * fact is read by the root; once frozen, by every rank for itself. */

@@ -26,7 +26,8 @@ typedef enum mpii_status {
     MPII_ERR_UNSAFE,     /* a staging path is not ours (owner, mode, symlink) */
     MPII_ERR_NOSPACE,    /* the staging file system is full */
     MPII_ERR_ENDED,      /* the root has ended the session: no more messages will come */
-    MPII_ERR_TOOLONG     /* a path or name does not fit its buffer */
+    MPII_ERR_TOOLONG,    /* a path or name does not fit its buffer */
+    MPII_ERR_NOTREG      /* a file that must be a regular file is not (a FIFO, a device, a directory) */
 } mpii_status;
 
 /* A short, static, human-readable description of a status. */

@@ -96,6 +96,7 @@ class _Session:
         self.list_path = None        # where rank 0 records this job's list at exit
         self.replay = None           # (source, reused, reread) when an image was replayed
         self.code_served = set()     # sources whose code was served once (a second time re-checks)
+        self.forked = False          # this process is a fork of the rank: plain imports
 
     def warn_once(self, key, msg):
         if key not in self.warned:
@@ -127,6 +128,10 @@ class _Session:
         outermost step runs plain() instead (nested steps pass it out)."""
         with self.lock:
             if self.finished or self.plain:
+                if self.forked:
+                    self.warn_once("fork", "process %d, forked from this rank after install(), imports "
+                                   "%r and what follows plainly (the rank's session stays with the rank)"
+                                   % (os.getpid(), request))
                 return plain()
             outer = self.depth == 0
             self.depth += 1
@@ -169,9 +174,9 @@ class _Session:
                 label = self.ctx.receive(wait)
             except _core.Timeout:
                 self.stalled += 1
-                raise _Fallback("nothing from rank 0 for %.3g s while importing %r: this rank "
-                                "imports in a different order than rank 0"
-                                % (self.timeout, request)) from None
+                raise _Fallback("nothing from rank 0 for %.3g s while importing %r: rank 0 went "
+                                "quiet (it died, stalls, or imports in a different order than this "
+                                "rank)" % (wait, request)) from None
             except _core.Ended:
                 raise _Fallback("rank 0 has finished importing, but this rank still imports %r"
                                 % (request,)) from None
@@ -190,8 +195,12 @@ class _Session:
                 self.warn_once("flush", "broadcast failed (%s); other ranks will import "
                                "normally" % e)
 
+    def count(self, name, n=1, seconds=0.0):
+        if not self.forked:  # a forked child's context is its parent's: untouched
+            self.ctx.count(name, n, seconds)
+
     def fallback(self, request, why):
-        self.ctx.count("fallbacks")
+        self.count("fallbacks")
         if isinstance(why, _Quiet):
             return
         self.warn_once("fallback", "%s; importing it normally (further fallbacks are silent, "
@@ -203,7 +212,10 @@ class _Session:
             pyc = _pyc_path(origin)
             r = self.ctx.source_code(MAGIC_NUMBER, origin, pyc)
             if r is not None and r[0] == _core.CODE_COMPILE_NEEDED:
-                _compile_served(self, fullname, origin, pyc, r[2], r[3])
+                try:
+                    _compile_served(self, fullname, origin, pyc, r[2], r[3])
+                except Exception:  # noqa: BLE001 - known as "does not compile"; get_code raises it
+                    pass
         elif loader_kind == _core.LOADER_EXTENSION:
             self.ctx.extension(origin)
         else:
@@ -286,7 +298,7 @@ class _Served:
 
     def get_data(self, path):
         s = self._mpii
-        if s is not None:
+        if s is not None and not s.finished:
             r = s.ctx.known(path)
             if r is not None:
                 return r[0]
@@ -307,7 +319,7 @@ class _Served:
         try:
             return s.step(request, lambda: produce(s), plain)
         finally:
-            s.ctx.count("load", 1, time.perf_counter() - t0)
+            s.count("load", 1, time.perf_counter() - t0)
 
 
 class MpiSourceLoader(_Served, SourceFileLoader):
@@ -350,7 +362,7 @@ class MpiSourceLoader(_Served, SourceFileLoader):
 
     def path_stats(self, path):
         s = self._mpii
-        if s is not None:
+        if s is not None and not s.finished:
             r = s.ctx.known(path)
             if r is not None:
                 return {"mtime": _stat_mtime(r[1]), "size": r[2]}
@@ -450,7 +462,7 @@ class MpiFinder:
             return s.step(fullname, lambda: self._find(fullname, path, target),
                           lambda: PathFinder.find_spec(fullname, path, target))
         finally:
-            s.ctx.count("find", 0, time.perf_counter() - t0)
+            s.count("find", 0, time.perf_counter() - t0)
 
     def _entry_finder(self, entry):
         """PathFinder._path_importer_cache(entry): the cache, else the hooks
@@ -772,11 +784,11 @@ def _start_session(s):
                 replayed = s.ctx.replay(source, bool(cfg["image"] and cfg["trust_image"]))
                 if replayed is not None:
                     s.ctx.count("fs_calls", 4)  # open, fstat, read, close of the image
+                elif cfg["image"]:
+                    _say("image MPIIMPORT_IMAGE=%s not found; importing without it" % source)
             except _core.Error as e:
                 what = "image MPIIMPORT_IMAGE=%s" % source if cfg["image"] else "recorded list %s" % source
                 _say("%s refused (%s); importing without it" % (what, e))
-            if replayed is None and cfg["image"]:
-                _say("image MPIIMPORT_IMAGE=%s not found; importing without it" % source)
         if replayed is not None:
             _compile_stale_sources(s)
             s.replay = (source,) + tuple(replayed)
@@ -882,6 +894,27 @@ def _install_path_hook(session, finder):
                 cache[key] = MpiDirFinder(session, d)
 
 
+def _after_fork_in_child():
+    """os.register_at_fork: a forked child (os.fork, multiprocessing's fork
+    start method) never touches its parent's session or transport: the
+    contexts are dropped unclosed, the session is over for this process
+    (imports are plain, and it says so once), nothing runs at its exit."""
+    s = _state.session
+    for ctx in _state.contexts:
+        ctx.abandon()
+    _state.contexts = []
+    _state.session = _state.finder = None
+    _state.last_stats = None
+    if s is not None:
+        s.lock = _thread.RLock()   # a lock another thread of the parent held stays held
+        s.finished = s.forked = True
+        s.plain = False
+        s.depth = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def uninstall():
     """Collective. Ends the session (rank 0's last messages are drained on
     every rank, this node's staged files removed) and restores PathFinder."""
@@ -920,17 +953,34 @@ def uninstall():
 def _stats_of(s):
     st = s.ctx.stats()
     st.update(rank=s.rank, size=s.size, transport=s.transport, stage_root=s.ctx.stage_root,
-              replayed=s.frozen, replay=s.replay, list_path=s.list_path)
+              replayed=s.frozen, replay=s.replay, list_path=s.list_path, installed=not s.finished)
     return st
+
+
+def _launcher_rank_size():
+    for r, n in (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMIX_RANK", "OMPI_COMM_WORLD_SIZE"),
+                 ("PMI_RANK", "PMI_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        try:
+            return int(os.environ[r]), int(os.environ.get(n, "1"))
+        except (KeyError, ValueError):
+            continue
+    return 0, 1
 
 
 def stats():
     """This rank's counters: time and count for find, read (I/O), broadcast
-    (comm) and load; file-system calls made and answered from memory."""
+    (comm) and load; file-system calls made and answered from memory. The
+    same keys whether or not install() succeeded (installed: False, counts 0)."""
     s = _state.session
     if s is not None:
         return _stats_of(s)
-    return dict(_state.last_stats) if _state.last_stats else {}
+    if _state.last_stats:
+        return dict(_state.last_stats)
+    st = dict(_core.zero_stats())
+    rank, size = _launcher_rank_size()
+    st.update(rank=rank, size=size, transport=None, stage_root=None, replayed=False, replay=None,
+              list_path=None, installed=False)
+    return st
 
 
 def format_stats(st):

@@ -1,0 +1,82 @@
+"""Faults a real job meets (issue: fork, threads, bad input, messages): each
+test fails without its fix. Multi-rank where the fault needs ranks."""
+import json
+import os
+import stat
+import subprocess
+
+from conftest import JOBS, PYTHON, job_env, load_ranks, run_mpi
+
+FAULTS = os.path.join(JOBS, "faults.py")
+
+
+def test_fork_and_a_fork_pool_import_plainly_and_leave_the_job_unharmed(tmp_path):
+    p = run_mpi(2, [FAULTS, "fork", str(tmp_path)], extra_env={"MPIIMPORT_TIMEOUT": "20"}, timeout=300)
+    ranks = load_ranks(str(tmp_path), 2)
+    for r in ranks:
+        assert r["installed"] and r["child"] == {"installed": False, "stats_installed": False, "value": "1/3"}
+        assert r["child_status"] == 0
+        assert r["pool"] == ["0.25", "0.5", "0.75"] and r["after"] == 2
+        assert r["stats"]["fallbacks"] == 0, r["stats"]
+        assert not os.path.exists(r["stats"]["stage_root"]), "stage left behind"
+    for bad in ("corrupt", "checksum", "Traceback", "Segmentation"):
+        assert bad not in p.stderr, p.stderr[-3000:]
+    # each forked process says so once, naming itself
+    said = [l for l in p.stderr.splitlines() if "forked from this rank" in l]
+    assert said and len(said) == len(set(said)), p.stderr
+    pids = [l.split("process ")[1].split(",")[0] for l in said]
+    assert len(pids) == len(set(pids))
+
+
+def test_threads_read_served_files_while_another_imports(tmp_path):
+    # freed memory is filled with 0x55, so a read of a reallocated table shows
+    run_mpi(2, [FAULTS, "threads", str(tmp_path)], extra_env={"MPIIMPORT_TIMEOUT": "60",
+                                                              "MALLOC_PERTURB_": "85"}, timeout=300)
+    for r in load_ranks(str(tmp_path), 2):
+        assert r["errors"] == [] and r["checked"] > 0, r
+
+
+def test_an_image_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    code = "import mpiimport, json; print('installed', mpiimport.install()); import json"
+    for image in (str(fifo), "/dev/zero"):
+        p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_IMAGE": image}, timeout=60)
+        assert p.stdout.count("installed True") == 2, p.stdout + p.stderr
+        lines = [l for l in p.stderr.splitlines() if l.startswith("mpiimport:")]
+        # one line, the right reason, nothing about "not found"
+        assert len(lines) == 1, p.stderr
+        assert "not a regular file" in lines[0] and image in lines[0]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_missing_image_is_one_line_too(tmp_path):
+    code = "import mpiimport; mpiimport.install()"
+    p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_IMAGE": str(tmp_path / "none.mpii")}, timeout=60)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("mpiimport:")]
+    assert len(lines) == 1 and "not found" in lines[0], p.stderr
+
+
+def test_a_stage_directory_that_cannot_be_made_names_its_path_and_the_reason(tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory\n")
+    code = ("import mpiimport; mpiimport.install(); import numpy; "
+            "print('ok', numpy.__name__, mpiimport.stats()['fallbacks'])")
+    p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_STAGE_DIR": str(afile / "under")}, timeout=300)
+    assert p.stdout.count("ok numpy") == 2, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.startswith("mpiimport:")]
+    assert lines, p.stderr
+    assert str(afile / "under") in lines[0] and "Not a directory" in lines[0], lines
+
+
+def test_stats_without_install_has_the_same_keys():
+    code = ("import json, mpiimport; ok = mpiimport.install(); st = mpiimport.stats(); "
+            "print(json.dumps([ok, sorted(st), st['installed'], st['rank'], st['fallbacks']]))")
+    env = job_env({"MPIIMPORT_DISABLE": "1"})
+    off = json.loads(subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    on = run_mpi(1, ["-c", code])
+    on = json.loads(on.stdout.strip().splitlines()[-1])
+    assert off[0] is False and on[0] is True
+    assert off[1] == on[1]
+    assert off[2:] == [False, 0, 0] and on[2] is True
