@@ -651,9 +651,11 @@ static int64_t stat_mtime(const struct stat *sb)
     return (int64_t)sb->st_mtim.tv_sec * 1000000000LL + sb->st_mtim.tv_nsec;
 }
 
-mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, int trust,
+mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, unsigned flags,
                                 uint64_t *reused, uint64_t *reread)
 {
+    int trust = (flags & MPII_REPLAY_TRUST) != 0;
+    int facts_only = (flags & MPII_REPLAY_FACTS_ONLY) != 0;
     if (ctx == NULL || recorded == NULL || ctx->rank != 0)
         return MPII_ERR_INVALID;
     uint64_t n_reused = 0, n_reread = 0;
@@ -661,8 +663,13 @@ mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, i
     for (size_t i = 0; st == MPII_OK && i < mpii_image_count(recorded); i++) {
         const mpii_entry *e = mpii_image_entry_at(recorded, i);
         struct stat sb;
-        /* a stat-only entry needs no bytes; one whose bytes were left out does */
+        /* a stat-only entry needs no bytes; one whose bytes were left out does
+         * (a recorded list's bytes, if it carries any, are never used) */
         int have_bytes = e->kind != MPII_ENTRY_FILE || !(e->flags & MPII_FILE_DATA_OMITTED);
+        if (facts_only && e->kind == MPII_ENTRY_FILE && !(e->flags & MPII_FILE_STAT_ONLY))
+            have_bytes = 0;
+        if (facts_only && e->kind == MPII_ENTRY_CODE)
+            continue; /* code comes from the files, compiled by the root */
         if (e->kind == MPII_ENTRY_CODE) {
             /* used only while it matches its source's stat (mpii_context_source_code) */
             st = record(ctx, e);

@@ -495,17 +495,18 @@ static PyObject *Context_get_frozen(ContextObject *self, void *c)
 static PyObject *Context_replay_locked(ContextObject *self, PyObject *args)
 {
     const char *path;
-    int trust = 0;
-    if (!PyArg_ParseTuple(args, "s|p", &path, &trust))
+    int trust = 0, facts_only = 0;
+    if (!PyArg_ParseTuple(args, "s|pp", &path, &trust, &facts_only))
         return NULL;
     NEED_CTX(self);
+    unsigned flags = (trust ? MPII_REPLAY_TRUST : 0u) | (facts_only ? MPII_REPLAY_FACTS_ONLY : 0u);
     mpii_image *img = NULL;
     mpii_status st;
     uint64_t reused = 0, reread = 0;
     Py_BEGIN_ALLOW_THREADS
     st = mpii_image_read_file(path, &img, NULL, 0);
     if (st == MPII_OK)
-        st = mpii_context_replay(self->ctx, img, trust, &reused, &reread);
+        st = mpii_context_replay(self->ctx, img, flags, &reused, &reread);
     Py_END_ALLOW_THREADS
     mpii_image_destroy(img);
     if (st == MPII_ERR_NOTFOUND)

@@ -80,3 +80,19 @@ def test_stats_without_install_has_the_same_keys():
     assert off[0] is False and on[0] is True
     assert off[1] == on[1]
     assert off[2:] == [False, 0, 0] and on[2] is True
+
+
+def test_a_cache_directory_others_can_write_is_not_used(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    code = "import mpiimport; mpiimport.install(); import json; print('ok', mpiimport.stats()['list_path'])"
+    env = {"MPIIMPORT_RECORD": "1", "MPIIMPORT_CACHE_DIR": str(cache)}
+    p = run_mpi(2, ["-c", code], extra_env=env, timeout=120)
+    assert p.stdout.count("ok None") == 2, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.startswith("mpiimport:")]
+    assert len(lines) == 1 and "writable by group and others" in lines[0] and str(cache) in lines[0], p.stderr
+    assert os.listdir(cache) == []          # nothing recorded there either
+    os.chmod(cache, 0o700)                  # this user's own, private: used and recorded
+    p = run_mpi(2, ["-c", code], extra_env=env, timeout=120)
+    assert "not used" not in p.stderr and len(os.listdir(cache)) == 1, p.stderr

@@ -154,7 +154,7 @@ TEST(Context, PackedImageReplaysUnchangedAndRereadsChanged)
     {
         mpii_context *ctx = make_ctx(t.dir);
         uint64_t reused = 0, reread = 0;
-        ASSERT_EQ(mpii_context_replay(ctx, img, 1, &reused, &reread), MPII_OK);
+        ASSERT_EQ(mpii_context_replay(ctx, img, MPII_REPLAY_TRUST, &reused, &reread), MPII_OK);
         EXPECT_EQ(reread, 0u);
         EXPECT_EQ(mpii_context_stats(ctx)->fs_calls, 0u);
         mpii_context_destroy(ctx);
@@ -270,6 +270,41 @@ TEST(ImageFile, AFifoOrADirectoryIsRefusedAtOnce)
     EXPECT_EQ(mpii_image_read_file((t.dir + "/none").c_str(), &img, nullptr, 0), MPII_ERR_NOTFOUND);
     EXPECT_EQ(img, nullptr);
     EXPECT_STREQ(mpii_strerror(MPII_ERR_NOTREG), "not a regular file");
+}
+
+TEST(Context, ARecordedListIsFactsOnly)
+{
+    // a list file crafted to carry code and bytes (as another user could):
+    // replayed as a list, neither is used; the files on disk are read
+    Tree t;
+    std::string a = t.put("a.py", "A = 'on disk'\n");
+    struct stat sb;
+    ASSERT_EQ(stat(a.c_str(), &sb), 0);
+    int64_t mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+    mpii_image *list = nullptr;
+    ASSERT_EQ(mpii_image_create(&list), MPII_OK);
+    std::string evil = "A = 'planted'\n";  // the same size as the file, so size and mtime match
+    evil.resize((size_t)sb.st_size, ' ');
+    ASSERT_EQ(mpii_image_add_file(list, a.c_str(), evil.data(), evil.size(), mtime, evil.size(), 0), MPII_OK);
+    ASSERT_EQ(mpii_image_add_code(list, a.c_str(), "evil code", 9, mtime, (uint64_t)sb.st_size), MPII_OK);
+    mpii_context *ctx = make_ctx(t.dir);
+    uint64_t reused = 0, reread = 0;
+    ASSERT_EQ(mpii_context_replay(ctx, list, MPII_REPLAY_FACTS_ONLY, &reused, &reread), MPII_OK);
+    EXPECT_EQ(reread, 1u);
+    const mpii_entry *e = nullptr;
+    ASSERT_EQ(mpii_context_code(ctx, a.c_str(), &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    ASSERT_EQ(mpii_context_file(ctx, a.c_str(), 1, &e), MPII_OK);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(std::string((const char *)e->data, e->data_len), "A = 'on disk'\n");
+    mpii_context_destroy(ctx);
+    // the same file as a packed image (which is code, and says so): used as it is
+    ctx = make_ctx(t.dir);
+    ASSERT_EQ(mpii_context_replay(ctx, list, 0, &reused, &reread), MPII_OK);
+    ASSERT_EQ(mpii_context_code(ctx, a.c_str(), &e), MPII_OK);
+    EXPECT_NE(e, nullptr);
+    mpii_context_destroy(ctx);
+    mpii_image_destroy(list);
 }
 
 }  // namespace

@@ -112,11 +112,13 @@ void mpii_context_freeze(mpii_context *ctx);
 int mpii_context_frozen(const mpii_context *ctx);
 
 /* Root: takes in a recorded list or a packed image. An entry that carries
- * bytes is used as it is when trust is set or when its file's size and mtime
+ * bytes is used as it is when MPII_REPLAY_TRUST is set or when its file's size and mtime
  * (a listing: its directory's mtime) are unchanged, one stat each; anything
  * else is read afresh (a vanished file becomes a miss). Facts go to the
  * knowledge and the outgoing message. Counts go to *reused and *reread. */
-mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, int trust,
+#define MPII_REPLAY_TRUST 0x1u       /* a packed image, used as it is: no staleness checks */
+#define MPII_REPLAY_FACTS_ONLY 0x2u  /* a recorded list: its code and bytes are never used */
+mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, unsigned flags,
                                 uint64_t *reused, uint64_t *reread);
 
 /* A copy of the knowledge; with_data = 0 leaves out file and code bytes

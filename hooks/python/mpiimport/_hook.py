@@ -775,13 +775,20 @@ def _start_session(s):
     cfg = s.config
     # Only rank 0 reads and writes lists (and computes their key).
     if s.root and cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
-        s.list_path = os.path.join(cfg["cache_dir"], _cache_key() + ".mpiilist")
+        unsafe = _unsafe_cache(cfg["cache_dir"], _cache_key() + ".mpiilist")
+        if unsafe:
+            _say("recorded lists in MPIIMPORT_CACHE_DIR=%s not used: %s" % (cfg["cache_dir"], unsafe))
+        else:
+            s.list_path = os.path.join(cfg["cache_dir"], _cache_key() + ".mpiilist")
     if s.root:
         source = cfg["image"] or s.list_path
         replayed = None
         if source:
             try:
-                replayed = s.ctx.replay(source, bool(cfg["image"] and cfg["trust_image"]))
+                # a list is facts only (paths, stats): whatever code or bytes a
+                # list file may carry are never used; a packed image is code
+                replayed = s.ctx.replay(source, bool(cfg["image"] and cfg["trust_image"]),
+                                        not cfg["image"])
                 if replayed is not None:
                     s.ctx.count("fs_calls", 4)  # open, fstat, read, close of the image
                 elif cfg["image"]:
@@ -808,6 +815,29 @@ def _start_session(s):
         if label == "replay":
             s.ctx.freeze()
             s.frozen = True
+
+
+def _unsafe_cache(cache_dir, name):
+    """Why recorded lists in cache_dir must not be used (None: they may): the
+    directory and the list must belong to this user and be writable by no one
+    else, or another user could steer this job's imports."""
+    uid = os.geteuid()
+    for path in (cache_dir, os.path.join(cache_dir, name)):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # made by this job, 0700
+        except OSError as e:
+            return "%s: %s" % (path, e.strerror)
+        if st.st_uid != uid:
+            return "%s belongs to uid %d, not to this user (uid %d)" % (path, st.st_uid, uid)
+        if st.st_mode & 0o022:
+            return "%s is writable by %s" % (path, "group and others" if st.st_mode & 0o022 == 0o022
+                                             else "its group" if st.st_mode & 0o020 else "others")
+        kind = st.st_mode & 0o170000    # S_IFMT: a directory, and in it a regular file
+        if kind != (0o040000 if path == cache_dir else 0o100000):
+            return "%s is not a %s" % (path, "directory" if path == cache_dir else "regular file")
+    return None
 
 
 def _record(s):
