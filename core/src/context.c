@@ -48,6 +48,7 @@ struct mpii_context {
     char stage_root[MPII_PATH_MAX];
     mpii_stage *stage;
     int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
+    int registered;  /* this process is in the stage's registry (stage_registry.c) */
     mpii_stats stats;
 };
 
@@ -183,6 +184,12 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
         mpii_context_destroy(ctx);
         return MPII_ERR_TOOLONG;
     }
+    /* This process uses the node's stage (its last survivor removes it),
+     * and one rank per node removes what killed jobs of this user left. A
+     * registry that cannot be made only loses that clean-up. */
+    ctx->registered = mpii_stage_register(ctx->stage_root) == MPII_OK;
+    if (ctx->node.local_rank == 0)
+        ctx->stats.swept = mpii_stage_sweep(cfg->stage_dir, "/dev/shm");
     *out = ctx;
     return MPII_OK;
 }
@@ -947,6 +954,25 @@ mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged
 
 /* ---- end of session ---- */
 
+mpii_status mpii_context_leave_node(mpii_context *ctx)
+{
+    if (ctx == NULL)
+        return MPII_ERR_INVALID;
+    if (!ctx->registered)
+        return MPII_OK;
+    ctx->registered = 0;
+    int last = 0;
+    mpii_status st = mpii_stage_leave(ctx->stage_root, &last);
+    if (st == MPII_OK && last) {
+        if (ctx->stage != NULL) {
+            mpii_stage_close(ctx->stage);
+            ctx->stage = NULL;
+        }
+        st = mpii_stage_discard(ctx->stage_root);
+    }
+    return st;
+}
+
 mpii_status mpii_context_finish(mpii_context *ctx)
 {
     if (ctx == NULL)
@@ -988,7 +1014,13 @@ mpii_status mpii_context_finish(mpii_context *ctx)
     st = ctx->ops->node_barrier(ctx->transport, timeout);
     if (st != MPII_OK && result == MPII_OK)
         result = st;
-    if (st == MPII_OK && ctx->node.local_rank == 0) {
+    if (st != MPII_OK) {
+        /* A peer of this node did not arrive (dead, or stuck): the last
+         * live process of the node removes the stage. */
+        mpii_status left = mpii_context_leave_node(ctx);
+        if (left != MPII_OK && result == MPII_OK)
+            result = left;
+    } else if (ctx->node.local_rank == 0) {
         struct stat sb;
         if (ctx->stage == NULL && lstat(ctx->stage_root, &sb) == 0 &&
             (st = mpii_stage_open(ctx->stage_root, &ctx->stage)) != MPII_OK) {
@@ -997,6 +1029,9 @@ mpii_status mpii_context_finish(mpii_context *ctx)
                 result = st;
         }
         if (ctx->stage != NULL && (st = mpii_stage_remove(ctx->stage)) != MPII_OK && result == MPII_OK)
+            result = st;
+        /* and the registry beside it: every rank of the node has arrived */
+        if (ctx->registered && (st = mpii_stage_discard(ctx->stage_root)) != MPII_OK && result == MPII_OK)
             result = st;
     }
     /* A finish that failed means some rank did not answer in time: it may

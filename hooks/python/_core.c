@@ -607,6 +607,18 @@ static PyObject *Context_close(ContextObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* A fatal signal: this process stops using the node's stage (the node's
+ * last live process removes it). Not collective. */
+static PyObject *Context_leave_node_locked(ContextObject *self, PyObject *unused)
+{
+    (void)unused;
+    mpii_status st = mpii_context_leave_node(self->ctx);
+    if (st != MPII_OK)
+        return raise_status(self, st, mpii_context_stage_root(self->ctx));
+    Py_RETURN_NONE;
+}
+LOCKED_METHOD(leave_node)
+
 /* A forked child's copy of the context: never used, never finalised (the
  * transport belongs to the parent); its memory goes with the child. */
 static PyObject *Context_abandon(ContextObject *self, PyObject *unused)
@@ -650,7 +662,7 @@ LOCKED_METHOD(count)
 static PyObject *stats_dict(const mpii_stats *s)
 {
     return Py_BuildValue(
-        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
         "read_count", (unsigned long long)s->read_count, "read_s", s->read_s,
         "read_bytes", (unsigned long long)s->read_bytes,
@@ -662,7 +674,8 @@ static PyObject *stats_dict(const mpii_stats *s)
         "out_of_order", (unsigned long long)s->out_of_order,
         "image_misses", (unsigned long long)s->image_misses,
         "staged_files", (unsigned long long)s->staged_files,
-        "staged_bytes", (unsigned long long)s->staged_bytes);
+        "staged_bytes", (unsigned long long)s->staged_bytes,
+        "swept", (unsigned long long)s->swept);
 }
 
 static PyObject *Context_stats_locked(ContextObject *self, PyObject *unused)
@@ -693,6 +706,7 @@ static PyMethodDef Context_methods[] = {
     {"invalidate", (PyCFunction)Context_invalidate, METH_NOARGS, "Forget every fact."},
     {"finish", (PyCFunction)Context_finish, METH_NOARGS, "Collective: end the session, clean the stage."},
     {"close", (PyCFunction)Context_close, METH_NOARGS, "Free the context and its transport."},
+    {"leave_node", (PyCFunction)Context_leave_node, METH_NOARGS, "Stop using this node's stage (a fatal signal)."},
     {"abandon", (PyCFunction)Context_abandon, METH_NOARGS, "Forked child: drop the parent's context untouched."},
     {"count", (PyCFunction)Context_count, METH_VARARGS, "Add to a counter."},
     {"stats", (PyCFunction)Context_stats, METH_NOARGS, "Counters as a dict."},

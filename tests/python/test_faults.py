@@ -2,10 +2,12 @@
 test fails without its fix. Multi-rank where the fault needs ranks."""
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 
-from conftest import JOBS, PYTHON, job_env, load_ranks, run_mpi
+from conftest import JOBS, MPIRUN, PYTHON, job_env, load_ranks, run_mpi
 
 FAULTS = os.path.join(JOBS, "faults.py")
 
@@ -96,3 +98,70 @@ def test_a_cache_directory_others_can_write_is_not_used(tmp_path):
     os.chmod(cache, 0o700)                  # this user's own, private: used and recorded
     p = run_mpi(2, ["-c", code], extra_env=env, timeout=120)
     assert "not used" not in p.stderr and len(os.listdir(cache)) == 1, p.stderr
+
+
+def test_sigterm_cleans_the_stage_before_the_ranks_die(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir(mode=0o700)
+    code = ("import os, time, mpiimport; mpiimport.install(); import numpy; "
+            "print('READY', os.getpid(), mpiimport.stats()['stage_root'], flush=True); time.sleep(120)")
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp", "-n", "2",
+           PYTHON, "-c", code]
+    p = subprocess.Popen(cmd, env=job_env({"MPIIMPORT_STAGE_DIR": str(stage)}), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    ready = []
+    try:
+        while len(ready) < 2:
+            line = p.stdout.readline()
+            assert line, p.stderr.read()
+            if line.startswith("READY"):
+                ready.append(line.split())
+        root = ready[0][2]
+        assert os.path.isdir(root) and os.path.isdir(root + ".live")
+        for _, pid, _ in ready:           # as a scheduler does: every task
+            os.kill(int(pid), signal.SIGTERM)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0
+    assert os.listdir(stage) == [], os.listdir(stage)
+
+
+def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir(mode=0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    uid = os.geteuid()
+
+    def plant(name, pids):
+        root = stage / name
+        (root / "usr" / "lib").mkdir(parents=True, mode=0o700)
+        (root / "usr" / "lib" / "libx.so").write_bytes(b"x" * 1000)
+        os.chmod(root, 0o700)
+        live = stage / (name + ".live")
+        live.mkdir(mode=0o700)
+        for pid in pids:
+            (live / str(pid)).write_text("")
+        return root
+
+    gone = plant("mpiimport-%d-killed-0000000000000001-n0" % uid, [dead.pid])
+    alive = plant("mpiimport-%d-running-0000000000000002-n0" % uid, [dead.pid, os.getpid()])
+    shm_dead = "/dev/shm/mpiimport-%d-0-%016x" % (dead.pid, 0xABC)
+    shm_alive = "/dev/shm/mpiimport-%d-0-%016x" % (os.getpid(), 0xABD)
+    for f in (shm_dead, shm_alive):
+        with open(f, "wb") as fh:
+            fh.write(b"region")
+    try:
+        code = "import mpiimport; mpiimport.install(); print('swept', mpiimport.stats()['swept'])"
+        p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_STAGE_DIR": str(stage)}, timeout=120)
+        assert not gone.exists() and not (stage / (gone.name + ".live")).exists()
+        assert alive.exists() and (alive / "usr" / "lib" / "libx.so").exists()
+        assert not os.path.exists(shm_dead) and os.path.exists(shm_alive)
+        assert "swept 2" in p.stdout, p.stdout
+    finally:
+        for f in (shm_dead, shm_alive):
+            if os.path.exists(f):
+                os.unlink(f)

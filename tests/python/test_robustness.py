@@ -110,9 +110,11 @@ def test_dead_rank_survivors_finish(tmp_path):
     cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
            "--enable-recovery", "-n", "4", PYTHON, os.path.join(JOBS, "dead_rank.py"), str(tmp_path), "2"]
     t0 = time.monotonic()
-    # The stage goes under tmp_path: with a rank gone, nobody can tell that
-    # the node is done with it, so it stays (README, Limits).
-    env = job_env({"MPIIMPORT_TIMEOUT": "3", "MPIIMPORT_STAGE_DIR": str(tmp_path / "stage")})
+    # The stage goes under tmp_path, to check that the node's last live
+    # process removed it although the node barrier failed.
+    stage = tmp_path / "stage"
+    stage.mkdir(mode=0o700)
+    env = job_env({"MPIIMPORT_TIMEOUT": "3", "MPIIMPORT_STAGE_DIR": str(stage)})
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - t0
     assert not os.path.exists(os.path.join(str(tmp_path), "rank2.json"))
@@ -125,3 +127,5 @@ def test_dead_rank_survivors_finish(tmp_path):
         assert d["numpy_file"].endswith("numpy/__init__.py")
     # bounded: a few MPIIMPORT_TIMEOUTs, not one per import (numpy has ~130)
     assert elapsed < 90, (elapsed, p.stderr[-3000:])
+    # the stage (numpy's extension modules) and its registry are gone
+    assert os.listdir(stage) == [], os.listdir(stage)

@@ -42,6 +42,7 @@ typedef struct mpii_stats {
     uint64_t out_of_order;   /* messages received that answered another request */
     uint64_t image_misses;   /* facts a replayed image lacked, fetched by this rank itself */
     uint64_t staged_files;   uint64_t staged_bytes; /* files this rank wrote to the stage */
+    uint64_t swept;          /* leftovers of killed jobs this rank removed at start-up */
 } mpii_stats;
 
 typedef struct mpii_context mpii_context;
@@ -50,9 +51,14 @@ typedef struct mpii_context mpii_context;
  * NULL, uses ops as given) and agrees on a job nonce. */
 mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops *ops,
                                 mpii_context **out, char *err, size_t err_cap);
-/* Collective: see above; then removes this node's stage directory. Safe to call twice. */
+/* Collective: see above; then removes this node's stage directory (when a
+ * peer of the node did not arrive, the node's last live process does).
+ * Safe to call twice. */
 mpii_status mpii_context_finish(mpii_context *ctx);
 void mpii_context_destroy(mpii_context *ctx);
+/* Not collective: this process stops using the node's stage (a fatal signal,
+ * a failed node barrier); the node's last live process removes it. */
+mpii_status mpii_context_leave_node(mpii_context *ctx);
 
 /* The context's one lock, around every read and merge of its state. A
  * caller that asks questions from several threads holds it from a question

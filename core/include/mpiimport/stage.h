@@ -40,6 +40,18 @@ mpii_status mpii_stage_remove(mpii_stage *stage);
 /* Frees the handle; does not remove files. */
 void mpii_stage_close(mpii_stage *stage);
 
+/* Who still uses a stage (stage_registry.c): "<root>.live/<pid>" per process
+ * of the job on this node. register: adds this process. leave: removes it;
+ * *last is set when no live process remains (the caller then discards).
+ * discard: removes the root and its registry. sweep: removes this user's
+ * stage roots under stage_dir whose registry names no live process, and this
+ * user's transport files "mpiimport-<pid>-<rank>-<hex16>" in shm_dir whose
+ * process is gone; returns how many it removed. */
+mpii_status mpii_stage_register(const char *root);
+mpii_status mpii_stage_leave(const char *root, int *last);
+mpii_status mpii_stage_discard(const char *root);
+size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir);
+
 #ifdef __cplusplus
 }
 #endif

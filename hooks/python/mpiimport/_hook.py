@@ -20,6 +20,7 @@ in a plain import. importlib.metadata's distributions and pkgutil's
 iter_modules are answered from the same listings and bytes.
 """
 import _imp
+import _signal
 import _thread
 import atexit
 import marshal
@@ -893,6 +894,7 @@ def install(_transport=None):
     if "pkgutil" in sys.modules:
         _register_pkgutil(sys.modules["pkgutil"])
     _install_path_hook(session, finder)
+    _catch_sigterm()
     if not _state.atexit_registered:
         atexit.register(_at_exit)
         _state.atexit_registered = True
@@ -945,6 +947,30 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _on_sigterm(signum, frame):
+    """SIGTERM (the scheduler ending the job; SIGKILL follows): leave this
+    node's stage (the node's last live process removes it), then die of the
+    signal as the default action would."""
+    s = _state.session
+    if s is not None:
+        try:
+            s.ctx.leave_node()
+        except (_core.Error, RuntimeError):
+            pass
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGTERM)
+
+
+def _catch_sigterm():
+    """Only where SIGTERM has its default action (an application's own
+    handler stays), and only from the main thread (Python's rule)."""
+    try:
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
+
+
 def uninstall():
     """Collective. Ends the session (rank 0's last messages are drained on
     every rank, this node's staged files removed) and restores PathFinder."""
@@ -960,6 +986,11 @@ def uninstall():
             sys.meta_path.insert(min(_state.pathfinder_index, len(sys.meta_path)), PathFinder)
         try:
             sys.path_hooks.remove(_state.finder.path_hook)
+        except ValueError:
+            pass
+        try:
+            if _signal.getsignal(_signal.SIGTERM) is _on_sigterm:
+                _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         except ValueError:
             pass
         # PathFinder makes plain FileFinders again for these entries, on demand
