@@ -165,3 +165,14 @@ def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
         for f in (shm_dead, shm_alive):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def test_srun_without_pmix_imports_plainly_and_says_how_to_launch():
+    # What srun -n 4 without --mpi=pmix gives a task: Slurm's variables, no PMIx server.
+    env = {k: v for k, v in job_env().items() if not k.startswith(("PMIX_", "OMPI_", "PMI_"))}
+    env.update(SLURM_PROCID="1", SLURM_NTASKS="4", SLURM_JOB_ID="77", SLURM_STEP_ID="0",
+               MPIIMPORT_TRANSPORT="mpi")
+    code = "import mpiimport, json; print('installed', mpiimport.install()); print(json.dumps(1))"
+    p = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "installed False" in p.stdout, p.stdout + p.stderr
+    assert "srun --mpi=pmix" in p.stderr and p.stderr.count("mpiimport:") == 1, p.stderr

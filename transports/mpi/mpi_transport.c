@@ -251,6 +251,22 @@ static int node_grouping(mpii_transport *t, int ranks_per_node, char *err, size_
     return MPI_SUCCESS;
 }
 
+/* Slurm started this task (SLURM_PROCID) but no PMIx server is there for
+ * MPI_Init to reach: srun without --mpi=pmix. (mpirun's tasks, and srun
+ * --mpi=pmix's, have PMIX_NAMESPACE and a server URI.) */
+static int launched_without_pmix(void)
+{
+    if (getenv("SLURM_PROCID") == NULL)
+        return 0;
+    static const char *const pmix_vars[] = {"PMIX_NAMESPACE", "PMIX_SERVER_URI", "PMIX_SERVER_URI2",
+                                            "PMIX_SERVER_URI3", "PMIX_SERVER_URI4", "PMIX_SERVER_URI21",
+                                            "OMPI_COMM_WORLD_SIZE"};
+    for (size_t i = 0; i < sizeof pmix_vars / sizeof pmix_vars[0]; i++)
+        if (getenv(pmix_vars[i]) != NULL)
+            return 0;
+    return 1;
+}
+
 static mpii_status mpi_init(const mpii_transport_options *options, mpii_transport **out,
                             char *err, size_t err_cap)
 {
@@ -276,6 +292,15 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
     }
     if (finalised) {
         set_err(err, err_cap, "mpi transport: MPI has already been finalised");
+        return MPII_ERR_TRANSPORT;
+    }
+
+    if (!initialised && launched_without_pmix()) {
+        /* MPI_Init would abort every task ("OMPI was not built with SLURM's
+         * PMI support"): say what to do instead, and let the job import. */
+        set_err(err, err_cap,
+                "mpi transport: started by srun without a PMIx server (SLURM_PROCID is set, no "
+                "PMIX_* variable): launch with srun --mpi=pmix (or mpirun)");
         return MPII_ERR_TRANSPORT;
     }
 
