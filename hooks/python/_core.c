@@ -43,23 +43,64 @@ static PyObject *raise_status(ContextObject *self, mpii_status st, const char *w
     return NULL;
 }
 
+static PyObject *config_dict(const mpii_config *c);
+
+/* The environment, but for the variables named in arg (a NULL-terminated
+ * array): those read as unset. */
 static const char *env_getter(void *arg, const char *name)
 {
-    (void)arg;
+    for (const char *const *skip = arg; skip != NULL && *skip != NULL; skip++)
+        if (strcmp(*skip, name) == 0)
+            return NULL;
     return getenv(name);
 }
 
-/* config() -> dict of the MPIIMPORT_* settings; ValueError naming valid values. */
-static PyObject *core_config(PyObject *module, PyObject *unused)
+/* mpii_config_load, the variables named in skip_seq (a sequence of str, or
+ * NULL) read as unset. -1 with ValueError (naming the variable and its valid
+ * values) on a bad value. */
+static int load_config(PyObject *skip_seq, mpii_config *cfg)
+{
+    PyObject *fast = NULL;
+    const char *skip[16] = {NULL};
+    if (skip_seq != NULL && skip_seq != Py_None) {
+        /* the names' UTF-8 lives as long as the items: fast is kept to the end */
+        if ((fast = PySequence_Fast(skip_seq, "skip must be a sequence of names")) == NULL)
+            return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+        for (Py_ssize_t i = 0; i < n && i < 15; i++) {
+            if ((skip[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(fast, i))) == NULL) {
+                Py_DECREF(fast);
+                return -1;
+            }
+        }
+    }
+    char err[512];
+    mpii_status st = mpii_config_load(cfg, env_getter, (void *)skip, err, sizeof err);
+    Py_XDECREF(fast);
+    if (st != MPII_OK) {
+        PyErr_SetString(PyExc_ValueError, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* config(skip=()) -> dict of the MPIIMPORT_* settings (those named in skip
+ * read as unset). */
+static PyObject *core_config(PyObject *module, PyObject *args)
 {
     (void)module;
-    (void)unused;
-    mpii_config cfg;
-    char err[512];
-    if (mpii_config_load(&cfg, env_getter, NULL, err, sizeof err) != MPII_OK) {
-        PyErr_SetString(PyExc_ValueError, err);
+    PyObject *skip_seq = NULL;
+    if (!PyArg_ParseTuple(args, "|O", &skip_seq))
         return NULL;
-    }
+    mpii_config cfg;
+    if (load_config(skip_seq, &cfg) != 0)
+        return NULL;
+    return config_dict(&cfg);
+}
+
+static PyObject *config_dict(const mpii_config *c)
+{
+    const mpii_config cfg = *c;
     return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s,s:s,s:O,s:s,s:O}", "disable", cfg.disable ? Py_True : Py_False,
                          "verbose", cfg.verbose, "transport", cfg.transport, "shared_prefixes",
                          cfg.shared_prefixes, "stage_dir", cfg.stage_dir, "timeout", cfg.timeout_s,
@@ -92,10 +133,10 @@ static PyObject *core_transports(PyObject *module, PyObject *unused)
 
 static int Context_init(ContextObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"transport", "suffixes", NULL};
+    static char *kwlist[] = {"transport", "suffixes", "skip", NULL};
     const char *name = NULL;
-    PyObject *suffixes = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "zO", kwlist, &name, &suffixes))
+    PyObject *suffixes = NULL, *skip = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "zO|O", kwlist, &name, &suffixes, &skip))
         return -1;
     if (self->ctx != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Context already initialised");
@@ -103,10 +144,8 @@ static int Context_init(ContextObject *self, PyObject *args, PyObject *kw)
     }
     mpii_config cfg;
     char err[512];
-    if (mpii_config_load(&cfg, env_getter, NULL, err, sizeof err) != MPII_OK) {
-        PyErr_SetString(PyExc_ValueError, err);
+    if (load_config(skip, &cfg) != 0)
         return -1;
-    }
     const mpii_transport_ops *ops = (name && name[0]) ? mpii_transport_lookup(name) : mpii_transport_at(0);
     if (ops == NULL) {
         char list[256] = "";
@@ -774,7 +813,7 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
 
 static PyMethodDef core_methods[] = {
     {"read_image", core_read_image, METH_VARARGS, "The entries of an image file."},
-    {"config", core_config, METH_NOARGS, "The MPIIMPORT_* settings, parsed."},
+    {"config", core_config, METH_VARARGS, "The MPIIMPORT_* settings, parsed (config(skip=()))."},
     {"zero_stats", core_zero_stats, METH_NOARGS, "The counters of a session that did nothing."},
     {"transports", core_transports, METH_NOARGS, "Names of the compiled transports, default first."},
     {NULL, NULL, 0, NULL}};

@@ -176,3 +176,21 @@ def test_srun_without_pmix_imports_plainly_and_says_how_to_launch():
     p = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "installed False" in p.stdout, p.stdout + p.stderr
     assert "srun --mpi=pmix" in p.stderr and p.stderr.count("mpiimport:") == 1, p.stderr
+
+
+def test_a_bad_setting_on_one_rank_and_the_job_still_agrees(tmp_path):
+    code = ("import mpiimport, json; ok = mpiimport.install(); import numpy; "
+            "print('RANK', mpiimport.stats()['rank'], ok, numpy.__name__, flush=True)")
+    for bad_rank, want in ((1, True), (0, False)):
+        script = ("if [ \"$OMPI_COMM_WORLD_RANK\" = %d ]; then export MPIIMPORT_TIMEOUT=abc; fi; "
+                  "exec %s -c %s" % (bad_rank, PYTHON, __import__("shlex").quote(code)))
+        cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+               "-n", "3", "sh", "-c", script]
+        p = subprocess.run(cmd, env=job_env({"MPIIMPORT_TIMEOUT": "20"}), capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        got = sorted(l.split()[1:] for l in p.stdout.splitlines() if l.startswith("RANK"))
+        assert [g[1:] for g in got] == [[str(want), "numpy"]] * 3, p.stdout + p.stderr
+        lines = [l for l in p.stderr.splitlines() if l.startswith("mpiimport:")]
+        assert len(lines) == 1 and "MPIIMPORT_TIMEOUT='abc'" in lines[0], p.stderr
+        assert ("every rank imports normally" in lines[0]) == (not want), lines

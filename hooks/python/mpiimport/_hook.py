@@ -98,6 +98,7 @@ class _Session:
         self.replay = None           # (source, reused, reread) when an image was replayed
         self.code_served = set()     # sources whose code was served once (a second time re-checks)
         self.forked = False          # this process is a fork of the rank: plain imports
+        self.config_errors = []      # settings of this rank that were bad (read as unset)
 
     def warn_once(self, key, msg):
         if key not in self.warned:
@@ -774,6 +775,14 @@ def _start_session(s):
     message; from then on no collective is needed. Without either, imports
     are served one broadcast each (and recorded for the next run)."""
     cfg = s.config
+    # A bad setting on rank 0: the whole job imports plainly (rank 0 says so
+    # in the start message); a bad setting elsewhere: that rank follows.
+    if s.root and s.config_errors:
+        try:
+            s.ctx.flush("plain", True)
+        except _core.Error:
+            pass
+        return "plain"
     # Only rank 0 reads and writes lists (and computes their key).
     if s.root and cfg["record"] and cfg["cache_dir"] and not cfg["image"]:
         unsafe = _unsafe_cache(cfg["cache_dir"], _cache_key() + ".mpiilist")
@@ -816,6 +825,7 @@ def _start_session(s):
         if label == "replay":
             s.ctx.freeze()
             s.frozen = True
+        return label
 
 
 def _unsafe_cache(cache_dir, name):
@@ -841,6 +851,23 @@ def _unsafe_cache(cache_dir, name):
     return None
 
 
+def _load_config():
+    """(config, errors, skipped): the MPIIMPORT_* settings, a bad one read as
+    unset (each named in errors and skipped); config None when that does not
+    help."""
+    skip, errors = [], []
+    for _ in range(15):
+        try:
+            return _core.config(skip), errors, skip
+        except ValueError as e:
+            errors.append(str(e))
+            name = str(e).split("=")[0].split(":")[0]
+            if not name.startswith("MPIIMPORT_") or name in skip:
+                break
+            skip.append(name)
+    return None, errors, skip
+
+
 def _record(s):
     """Rank 0, at the end: the list of what it served, for the next run."""
     if not (s.root and s.list_path):
@@ -858,10 +885,9 @@ def install(_transport=None):
     disabled, outside a parallel launcher, or misconfigured."""
     if _state.session is not None:
         return True
-    try:
-        config = _core.config()
-    except ValueError as e:
-        _say("%s; importing normally" % e)
+    config, config_errors, skipped = _load_config()
+    if config is None or (config_errors and _transport is not None):
+        _say("%s; importing normally" % "; ".join(config_errors))
         return False
     if _transport is not None:  # python3 -m mpiimport pack: one process, nothing recorded
         config.update(transport=_transport, record=False, image="", disable=False)
@@ -872,14 +898,27 @@ def install(_transport=None):
             _say("no parallel launcher found (mpirun, srun); importing normally")
         return False
     try:
-        ctx = _core.Context(config["transport"] or None, _suffix_table())
+        ctx = _core.Context(config["transport"] or None, _suffix_table(), skipped)
     except (ValueError, _core.Error) as e:
         _say("%s; importing normally" % e)
         return False
     _state.contexts.append(ctx)
     config["transport_name"] = config["transport"] or transports()[0]
     session = _Session(ctx, config, _prefixes(config))
-    _start_session(session)
+    session.config_errors = config_errors
+    if _start_session(session) == "plain":
+        # the job agreed to import plainly: rank 0's settings were bad
+        session.finished = True
+        try:
+            ctx.finish()
+        except _core.Error:
+            pass
+        if session.root:
+            _say("%s; every rank imports normally" % "; ".join(config_errors))
+        return False
+    if config_errors:
+        session.warn_once("config", "%s; this rank uses the default instead (rank 0's settings "
+                          "decide for the job)" % "; ".join(config_errors))
     finder = MpiFinder(session)
     meta = sys.meta_path
     index = None
