@@ -90,8 +90,20 @@ T1 = time.time()
 check = sys.modules.get(os.environ["BENCH_CHECK"])
 rec = {"rank": RANK, "t_start": T0, "t_done": T1, "install_s": install_s, "import_s": import_s,
        "file": getattr(check, "__file__", None), "pid": os.getpid()}
+# Memory after the imports: this rank's private memory, and what its node's
+# stage holds in node-local memory (/dev/shm) now, while the job runs.
+with open("/proc/self/status") as f:
+    rec["rss_anon_kb"] = next((int(l.split()[1]) for l in f if l.startswith("RssAnon:")), 0)
 if MODE != "plain":
     rec["stats"] = {k: v for k, v in mpiimport.stats().items() if isinstance(v, (int, float, str))}
+    stage, total = rec["stats"].get("stage_root"), 0
+    for root, dirs, files in os.walk(stage or "/nonexistent"):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    rec["stage_bytes"] = total
 sys.stdout.write("BENCH %r\n" % (rec,))
 sys.stdout.flush()
 '''
@@ -309,6 +321,11 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
                            for k, v in ranks_ops.items()},
         "unranked_meta_ops": sum(u["meta_ops"] for u in server["unranked"]),
         "mpiimport_stats": {r["rank"]: r.get("stats") for r in recs if r["rank"] in (0, 1)},
+        # memory after the imports, per rank: private (RssAnon), bytes received over the
+        # transport, and the size of the rank's node stage in /dev/shm
+        "rss_anon_kb": {r["rank"]: r.get("rss_anon_kb", 0) for r in recs},
+        "recv_bytes": {r["rank"]: (r.get("stats") or {}).get("bcast_bytes", 0) for r in recs},
+        "stage_bytes": {r["rank"]: r.get("stage_bytes", 0) for r in recs},
         "loadavg": os.getloadavg()[0],
     }
 
@@ -348,6 +365,16 @@ def summarize(cell):
     s["ops_varied"] = len({r["totals"]["meta_ops"] for r in runs}) > 1
     s["loadavg"] = med([r["loadavg"] for r in runs])
     s["bcast_bytes"] = med([(r["mpiimport_stats"].get(0) or {}).get("bcast_bytes", 0) for r in runs])
+    # Memory (None for raw results from before it was measured).
+    if all("rss_anon_kb" in r for r in runs):
+        s["rss_rank0_kb"] = med([r["rss_anon_kb"][0] for r in runs])
+        s["rss_other_med_kb"] = med([med([v for k, v in r["rss_anon_kb"].items() if k != 0]) for r in runs]) \
+            if cell["ranks"] > 1 else None
+        s["recv_other_max"] = med([max((v for k, v in r["recv_bytes"].items() if k != 0), default=0)
+                                   for r in runs]) if cell["ranks"] > 1 else None
+        s["stage_bytes"] = med([max(r["stage_bytes"].values()) for r in runs])
+    else:
+        s["rss_rank0_kb"] = s["rss_other_med_kb"] = s["recv_other_max"] = s["stage_bytes"] = None
     return s
 
 
@@ -525,6 +552,59 @@ def plot(cells, path, args):
     return None
 
 
+def memory_section(main):
+    """Private memory (RssAnon) per rank after the imports against plain
+    Python's, bytes received over the transport, the node's stage in
+    /dev/shm, and the extrapolation to 128 ranks per node and a 500 MiB stack."""
+    L = []
+    rows = []
+    for c in sorted(main, key=lambda c: (c["workload"], c["ranks"], c["mode"] != "plain", c["mode"])):
+        s = c["summary"]
+        if c["mode"] == "plain" or s.get("rss_other_med_kb") is None:
+            continue
+        plain = find(main, workload=c["workload"], ranks=c["ranks"], mode="plain")
+        p = plain["summary"] if plain else None
+        if p is None or p.get("rss_other_med_kb") is None:
+            continue
+        image = s["bcast_bytes"] or 0
+        extra = (s["rss_other_med_kb"] - p["rss_other_med_kb"]) * 1024.0
+        extra0 = (s["rss_rank0_kb"] - p["rss_rank0_kb"]) * 1024.0
+        rows.append((c, s, p, image, extra, extra0))
+    if not rows:
+        return L
+    mib = 1024.0 * 1024.0
+    L.append("## Memory (measured)")
+    L.append("")
+    L.append("After the imports, per rank: *private* = `RssAnon` (`/proc/self/status`) minus a plain "
+             "rank's in the same workload and rank count (non-root: median over ranks); *image* = the "
+             "bytes rank 0 broadcast (`bcast_bytes`); *received* = the most any non-root rank received "
+             "over the transport; */dev/shm* = the node's stage directory while the job runs (one node "
+             "here).")
+    L.append("")
+    L.append("| workload | mode | ranks | image MiB | non-root private MiB (× image) | rank 0 private MiB "
+             "(× image) | received per non-root MiB | /dev/shm per node MiB |")
+    L.append("|---|---|--:|--:|--:|--:|--:|--:|")
+    for c, s, p, image, extra, extra0 in rows:
+        L.append("| %s | %s | %d | %.1f | %.1f (%s) | %.1f (%s) | %.1f | %.1f |" % (
+            c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"], image / mib, extra / mib,
+            "%.2f×" % (extra / image) if image else "-", extra0 / mib,
+            "%.2f×" % (extra0 / image) if image else "-", (s["recv_other_max"] or 0) / mib,
+            (s["stage_bytes"] or 0) / mib))
+    L.append("")
+    big = [r for r in rows if r[3]]
+    if big:
+        c, s, p, image, extra, extra0 = max(big, key=lambda r: (r[0]["ranks"], r[3]))
+        per_rank = extra / image * 500 * mib
+        L.append("Extrapolation: with the ratio measured for %s %s at %d ranks (%.2f × the image per "
+                 "non-root rank), 128 ranks per node and a 500 MiB stack hold **%.1f GiB of private "
+                 "memory per node** (127 × %.0f MiB, plus rank 0's), before the application allocates "
+                 "anything." % (c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"],
+                                extra / image, (127 * per_rank + extra0 / image * 500 * mib) / (1024 * mib),
+                                per_rank / mib))
+        L.append("")
+    return L
+
+
 def report(cells, args, meta, plot_note):
     L = []
     main = [c for c in cells if c["pass"] == "main"]
@@ -670,6 +750,7 @@ def report(cells, args, meta, plot_note):
         L.append("")
 
     # ---- tables ------------------------------------------------------------------------
+    L.extend(memory_section(main))
     L.append("## All cells")
     L.append("")
     L.append("Medians over the repeats. *meta ops* = getattr (incl. every path-component lookup) + "

@@ -96,6 +96,8 @@ def test_two_ranks_plain_vs_mpiimport(workdir):
     # The report shows the install window (import mpiimport + install()) beside start-up.
     assert "| start-up | install r0 | install other max |" in text, text[:3000]
     assert "server operations between the end of start-up and the end of `install()`" in text
+    # and a memory section: private memory per rank against plain's, /dev/shm per node
+    assert "## Memory (measured)" in text and "GiB of private memory per node" in text
     with open(os.path.splitext(out)[0] + ".json") as f:
         cells = json.load(f)["cells"]
     plain = [c for c in cells if c["mode"] == "plain"]
