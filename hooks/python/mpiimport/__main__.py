@@ -9,6 +9,8 @@ or show what an image holds.
         MPIIMPORT_TRUST_IMAGE=1, and broadcasts it once).
     python3 -m mpiimport show app.mpii [--all]
         Lists the entries of an image (or of a recorded list) and their sizes.
+    python3 -m mpiimport doctor [--json]
+        Will mpiimport work here, and how? Under mpirun or srun: a self-test.
 """
 import argparse
 import os
@@ -87,6 +89,11 @@ def _show(args):
     return 0
 
 
+def _doctor_doc():
+    from . import _doctor
+    return _doctor.__doc__
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python3 -m mpiimport", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,7 +104,13 @@ def main(argv=None):
     sh = sub.add_parser("show", help="list an image's entries")
     sh.add_argument("image")
     sh.add_argument("--all", action="store_true")
+    dr = sub.add_parser("doctor", help="will mpiimport work here, and how? (under mpirun: a self-test)",
+                        description=_doctor_doc())
+    dr.add_argument("--json", action="store_true", help="one JSON object instead of text")
     args = p.parse_args(argv)
+    if args.command == "doctor":
+        from . import _doctor
+        return _doctor.run(args.json)
     if args.command == "pack":
         if args.program and args.program[0] == "--":
             args.program = args.program[1:]
