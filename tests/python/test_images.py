@@ -78,6 +78,11 @@ def test_pack_show_and_replay_an_image(tmp_path):
     assert show.returncode == 0, show.stderr
     assert "mod_a.py" in show.stdout and "_multiarray_umath" in show.stdout
     assert "packed image of" in show.stdout
+    # summarised by top-level package, the biggest first: numpy here
+    lines = show.stdout.splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("by top-level package"))
+    assert lines[at + 1].split()[0] == "numpy", show.stdout[:2000]
+    assert any(l.strip().startswith(str(site) + "/") for l in lines[at:]), show.stdout[:2000]
     for trust in ("0", "1"):
         ranks = run_app(4, site, tmp_path / ("o" + trust), {"MPIIMPORT_IMAGE": str(image),
                                                            "MPIIMPORT_TRUST_IMAGE": trust})

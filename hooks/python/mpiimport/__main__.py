@@ -67,6 +67,38 @@ def _pack(args):
     return status
 
 
+def _by_package(entries):
+    """{top-level package: (entries, bytes)} for file and code entries: the
+    path component after the longest root that is a sys.path directory (or a
+    *-packages directory, or the standard library)."""
+    roots = sorted({os.path.normpath(p) for p in sys.path if p and os.path.isabs(p)}, key=len, reverse=True)
+    out = {}
+    for kind, flags, path, data_len, size, mtime in entries:
+        if kind not in ("file", "code"):
+            continue
+        rel = None
+        for r in roots:
+            if path.startswith(r + "/"):
+                rel = path[len(r) + 1:]
+                break
+        if rel is None:
+            parts = path.split("/")
+            at = next((i for i in range(len(parts) - 1, -1, -1)
+                       if parts[i].endswith("-packages") or parts[i].startswith("python3")), None)
+            # outside any such root (an application's own directory): the directory
+            d = os.path.dirname(path)
+            d = os.path.dirname(d) if os.path.basename(d) == "__pycache__" else d
+            rel = "/".join(parts[at + 1:]) if at is not None else d + "/"
+        top = rel if rel.startswith("/") else rel.split("/")[0]
+        for suffix in (".py", ".pyc"):
+            if top.endswith(suffix):
+                top = top[:-len(suffix)]
+        top = top.split(".cpython-")[0]
+        n, b = out.get(top, (0, 0))
+        out[top] = (n + 1, b + data_len)
+    return out
+
+
 def _show(args):
     try:
         label, entries = _core.read_image(args.image)
@@ -81,6 +113,12 @@ def _show(args):
     for kind in ("file", "code", "listing", "miss"):
         if kind in totals:
             print("  %-8s %6d  %10d bytes" % (kind, totals[kind][0], totals[kind][1]))
+    packages = _by_package(entries)
+    print("by top-level package (files and code; %d packages):" % len(packages))
+    for name, (n, b) in sorted(packages.items(), key=lambda kv: (-kv[1][1], kv[0]))[:None if args.all else 25]:
+        print("  %-32s %6d  %9.2f MiB" % (name, n, b / 1048576.0))
+    if not args.all and len(packages) > 25:
+        print("  ... %d more (--all lists every package and every entry)" % (len(packages) - 25))
     if args.all:
         for kind, flags, path, data_len, size, mtime in entries:
             note = " (stat only)" if flags & _core.FILE_STAT_ONLY else (
