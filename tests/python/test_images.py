@@ -192,3 +192,16 @@ def test_site_hook_on_and_off(tmp_path):
     assert on.stdout.count("active True") == 2, on.stdout + on.stderr
     off = run_mpi(2, ["-c", code], extra_env={"PYTHONPATH": ""})
     assert off.stdout.count("active False") == 2, off.stdout + off.stderr
+
+
+def test_pack_shows_progress_on_a_terminal_only(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text("import json, time\ntime.sleep(0.8)\n")
+    env = job_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    cmd = "%s -m mpiimport pack -o %s -- %s" % (PYTHON, tmp_path / "a.mpii", app)
+    tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert tty.returncode == 0, tty.stdout + tty.stderr
+    assert "files," in tty.stdout and "MiB/s" in tty.stdout, tty.stdout
+    plain = subprocess.run(shlex.split(cmd), env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and "MiB/s" not in plain.stderr, plain.stderr

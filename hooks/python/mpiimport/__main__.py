@@ -16,6 +16,7 @@ import argparse
 import os
 import runpy
 import sys
+import time
 
 from . import _core, _hook
 
@@ -40,6 +41,35 @@ def _serve_loaded(session, finder):
             pass  # the program will import it (or fail) as it would without the image
 
 
+class _Progress:
+    """On a terminal, pack shows what it has read so far (files, MiB, rate),
+    twice a second, on one line of stderr."""
+
+    def __init__(self, session):
+        import threading
+        self.session, self.t0 = session, time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _line(self):
+        st = self.session.ctx.stats()
+        mib = st["read_bytes"] / 1048576.0
+        dt = max(time.monotonic() - self.t0, 1e-6)
+        return "mpiimport pack: %d files, %.1f MiB read, %.1f MiB/s" % (st["read_count"], mib, mib / dt)
+
+    def _run(self):
+        while not self.done.wait(0.5):
+            sys.stderr.write("\r" + self._line() + "\033[K")
+            sys.stderr.flush()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        sys.stderr.write("\r" + self._line() + "\033[K\n")
+        sys.stderr.flush()
+
+
 def _pack(args):
     if not args.program:
         sys.exit("mpiimport pack: name the program to run: pack -o OUT -- app.py [args]")
@@ -51,12 +81,16 @@ def _pack(args):
     if not _hook.install(_transport="self"):
         sys.exit("mpiimport pack: could not start (see above)")
     session = _hook._state.session
+    progress = _Progress(session) if sys.stderr.isatty() else None
     _serve_loaded(session, _hook._state.finder)
     status = 0
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        if progress is not None:
+            progress.stop()
     try:
         session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
     except _core.Error as e:
