@@ -14,4 +14,12 @@ unset PYTHONDONTWRITEBYTECODE
 CMAKE_ARGS="-DMPIIMPORT_SANITIZE=ON -DMPIIMPORT_BUILD_HOOK=OFF" ./scripts/build.sh build-asan
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -L unit)
+
+# ---- Fuzzing (tests/fuzz/, scripts/fuzz.sh) ----
+# Each libFuzzer target (image parser raw and with its header fixed up,
+# recorded-list file reader, ELF dependency reader) for 60 s, built with
+# clang in build-fuzz from seeds made of real files; fails on any crash,
+# leak, timeout or broken invariant.
+./scripts/fuzz.sh 60
+
 echo "test.sh: all tests passed"

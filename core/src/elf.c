@@ -15,11 +15,12 @@
  * $ORIGIN are expanded against origin_dir and normalised lexically, one
  * component at a time, into a PATH_MAX buffer.
  *
- * The input is untrusted (a fuzzer is pointed at it): every field is read
- * byte by byte from a range checked beforehand against the buffer, all
- * offset arithmetic is done in uint64_t with explicit overflow checks, and
- * the work done is bounded (MPII_ELF_MAX_NEEDED, MPII_ELF_MAX_SEARCH_BYTES)
- * so that a crafted file cannot make it quadratic.
+ * The input is untrusted (a fuzzer is pointed at it: tests/fuzz/fuzz_elf.c,
+ * run by scripts/fuzz.sh under ASan/UBSan, checks elf.h's contract): every
+ * field is read byte by byte from a range checked beforehand against the
+ * buffer, all offset arithmetic is done in uint64_t with explicit overflow
+ * checks, and the work done is bounded (MPII_ELF_MAX_NEEDED,
+ * MPII_ELF_MAX_SEARCH_BYTES) so that a crafted file cannot make it quadratic.
  *
  * Library code: never prints, every allocation checked, no globals. */
 #include <elf.h>
