@@ -5,6 +5,7 @@
 
 #include "mpiimport/checksum.h"
 #include "mpiimport/image.h"
+#include "mpiimport/util.h"
 
 static const unsigned char image_magic[8] = {'M', 'P', 'I', 'I', 'M', 'G', '\r', '\n'};
 
@@ -24,24 +25,6 @@ struct mpii_image {
     size_t table_cap;     /* power of two */
     uint64_t data_bytes;
 };
-
-/* ---- little-endian helpers ---- */
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
 
 static uint64_t key_hash(mpii_entry_kind kind, const char *path, size_t len)
 {
@@ -174,7 +157,7 @@ static mpii_status index_listing(struct slot *s)
     for (size_t off = 0; off < len; n++) {
         if (len - off < 3)
             return MPII_ERR_CORRUPT;
-        size_t nl = get_u16(d + off + 1);
+        size_t nl = mpii_get_u16(d + off + 1);
         if (nl == 0 || len - off - 3 < nl)
             return MPII_ERR_CORRUPT;
         off += 3 + nl;
@@ -187,7 +170,7 @@ static mpii_status index_listing(struct slot *s)
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t type = d[off];
-        size_t nl = get_u16(d + off + 1);
+        size_t nl = mpii_get_u16(d + off + 1);
         if (type < MPII_DIRENT_FILE || type > MPII_DIRENT_OTHER || memchr(d + off + 3, '\0', nl) != NULL ||
             memchr(d + off + 3, '/', nl) != NULL) {
             free(names);
@@ -195,7 +178,7 @@ static mpii_status index_listing(struct slot *s)
         }
         if (i > 0) {
             size_t po = names[i - 1];
-            if (name_cmp(d + po + 3, get_u16(d + po + 1), d + off + 3, nl) >= 0) {
+            if (name_cmp(d + po + 3, mpii_get_u16(d + po + 1), d + off + 3, nl) >= 0) {
                 free(names);
                 return MPII_ERR_CORRUPT;
             }
@@ -333,7 +316,7 @@ mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const ch
     size_t off = 0;
     for (size_t i = 0; i < count; i++) {
         buf[off] = (uint8_t)refs[i].type;
-        put_u16(buf + off + 1, (uint16_t)refs[i].len);
+        mpii_put_u16(buf + off + 1, (uint16_t)refs[i].len);
         memcpy(buf + off + 3, refs[i].name, refs[i].len);
         off += 3 + refs[i].len;
     }
@@ -391,7 +374,7 @@ int mpii_listing_find(const mpii_entry *listing, const char *name)
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const uint8_t *r = s->e.data + s->names[mid];
-        int c = name_cmp(r + 3, get_u16(r + 1), (const uint8_t *)name, nl);
+        int c = name_cmp(r + 3, mpii_get_u16(r + 1), (const uint8_t *)name, nl);
         if (c == 0)
             return r[0];
         if (c < 0)
@@ -413,7 +396,7 @@ mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char 
         return MPII_ERR_INVALID;
     const uint8_t *r = s->e.data + s->names[index];
     *type = (mpii_dirent_type)r[0];
-    *len = get_u16(r + 1);
+    *len = mpii_get_u16(r + 1);
     *name = (const char *)r + 3;
     return MPII_OK;
 }
@@ -438,7 +421,7 @@ mpii_status mpii_image_serialize(const mpii_image *img, uint64_t sequence, const
         return MPII_ERR_NOMEM;
 
     uint8_t *p = buf + MPII_IMAGE_HEADER_SIZE;
-    put_u16(p, (uint16_t)label_len);
+    mpii_put_u16(p, (uint16_t)label_len);
     if (label_len)
         memcpy(p + 2, label, label_len);
     p += 2 + label_len;
@@ -446,11 +429,11 @@ mpii_status mpii_image_serialize(const mpii_image *img, uint64_t sequence, const
         const mpii_entry *e = &img->slots[i].e;
         p[0] = (uint8_t)e->kind;
         p[1] = 0;
-        put_u16(p + 2, (uint16_t)e->flags);
-        put_u32(p + 4, (uint32_t)e->path_len);
-        put_u64(p + 8, (uint64_t)e->data_len);
-        put_u64(p + 16, (uint64_t)e->mtime_ns);
-        put_u64(p + 24, e->size);
+        mpii_put_u16(p + 2, (uint16_t)e->flags);
+        mpii_put_u32(p + 4, (uint32_t)e->path_len);
+        mpii_put_u64(p + 8, (uint64_t)e->data_len);
+        mpii_put_u64(p + 16, (uint64_t)e->mtime_ns);
+        mpii_put_u64(p + 24, e->size);
         memcpy(p + ENTRY_HEADER, e->path, e->path_len);
         if (e->data_len)
             memcpy(p + ENTRY_HEADER + e->path_len, e->data, e->data_len);
@@ -458,13 +441,13 @@ mpii_status mpii_image_serialize(const mpii_image *img, uint64_t sequence, const
     }
 
     memcpy(buf, image_magic, sizeof image_magic);
-    put_u32(buf + 8, MPII_IMAGE_VERSION);
-    put_u32(buf + 12, 0);
-    put_u64(buf + 16, sequence);
-    put_u64(buf + 24, (uint64_t)img->count);
-    put_u64(buf + 32, (uint64_t)payload);
+    mpii_put_u32(buf + 8, MPII_IMAGE_VERSION);
+    mpii_put_u32(buf + 12, 0);
+    mpii_put_u64(buf + 16, sequence);
+    mpii_put_u64(buf + 24, (uint64_t)img->count);
+    mpii_put_u64(buf + 32, (uint64_t)payload);
     uint64_t seed = mpii_checksum64(buf, 40, 0);
-    put_u64(buf + 40, mpii_checksum64(buf + MPII_IMAGE_HEADER_SIZE, payload, seed));
+    mpii_put_u64(buf + 40, mpii_checksum64(buf + MPII_IMAGE_HEADER_SIZE, payload, seed));
     *out = buf;
     *out_len = MPII_IMAGE_HEADER_SIZE + payload;
     return MPII_OK;
@@ -480,23 +463,23 @@ mpii_status mpii_image_parse(const uint8_t *buf, size_t len, mpii_image **out, u
         return MPII_ERR_TRUNCATED;
     if (memcmp(buf, image_magic, sizeof image_magic) != 0)
         return MPII_ERR_CORRUPT;
-    if (get_u32(buf + 8) != MPII_IMAGE_VERSION)
+    if (mpii_get_u32(buf + 8) != MPII_IMAGE_VERSION)
         return MPII_ERR_VERSION;
-    if (get_u32(buf + 12) != 0)
+    if (mpii_get_u32(buf + 12) != 0)
         return MPII_ERR_CORRUPT;
-    uint64_t count = get_u64(buf + 24), payload = get_u64(buf + 32);
+    uint64_t count = mpii_get_u64(buf + 24), payload = mpii_get_u64(buf + 32);
     if (payload > len - MPII_IMAGE_HEADER_SIZE)
         return MPII_ERR_TRUNCATED;
     if (payload < len - MPII_IMAGE_HEADER_SIZE)
         return MPII_ERR_CORRUPT;
     uint64_t seed = mpii_checksum64(buf, 40, 0);
-    if (mpii_checksum64(buf + MPII_IMAGE_HEADER_SIZE, (size_t)payload, seed) != get_u64(buf + 40))
+    if (mpii_checksum64(buf + MPII_IMAGE_HEADER_SIZE, (size_t)payload, seed) != mpii_get_u64(buf + 40))
         return MPII_ERR_CHECKSUM;
 
     const uint8_t *p = buf + MPII_IMAGE_HEADER_SIZE, *end = p + payload;
     if (end - p < 2)
         return MPII_ERR_CORRUPT;
-    size_t label_len = get_u16(p);
+    size_t label_len = mpii_get_u16(p);
     if (label_len > MPII_IMAGE_LABEL_MAX || (size_t)(end - p - 2) < label_len)
         return MPII_ERR_CORRUPT;
     if (label != NULL && label_cap > 0) {
@@ -519,11 +502,11 @@ mpii_status mpii_image_parse(const uint8_t *buf, size_t len, mpii_image **out, u
         }
         mpii_entry e;
         e.kind = (mpii_entry_kind)p[0];
-        e.flags = get_u16(p + 2);
-        e.path_len = get_u32(p + 4);
-        uint64_t data_len = get_u64(p + 8);
-        e.mtime_ns = (int64_t)get_u64(p + 16);
-        e.size = get_u64(p + 24);
+        e.flags = mpii_get_u16(p + 2);
+        e.path_len = mpii_get_u32(p + 4);
+        uint64_t data_len = mpii_get_u64(p + 8);
+        e.mtime_ns = (int64_t)mpii_get_u64(p + 16);
+        e.size = mpii_get_u64(p + 24);
         size_t avail = (size_t)(end - p) - ENTRY_HEADER;
         if (p[1] != 0 || e.path_len > avail || data_len > avail - e.path_len) {
             st = MPII_ERR_CORRUPT;
@@ -558,7 +541,7 @@ mpii_status mpii_image_parse(const uint8_t *buf, size_t len, mpii_image **out, u
         return st;
     }
     if (sequence != NULL)
-        *sequence = get_u64(buf + 16);
+        *sequence = mpii_get_u64(buf + 16);
     *out = img;
     return MPII_OK;
 }

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "mpiimport/stage.h"
+#include "mpiimport/util.h"
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -85,14 +86,6 @@ static void close_keep_errno(int fd)
     int saved = errno;
     (void)close(fd);
     errno = saved;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0.0;
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void sleep_1ms(void)
@@ -267,7 +260,7 @@ static mpii_status write_and_publish(int dirfd, int fd, const char *name, const 
 static mpii_status wait_for_writer(int dirfd, const char *name, const char *failed, size_t len,
                                    double timeout_s)
 {
-    double deadline = now_s() + timeout_s;
+    double deadline = mpii_monotonic_s() + timeout_s;
     for (;;) {
         mpii_status s = check_final(dirfd, name, len);
         if (s != MPII_ERR_NOTFOUND)
@@ -277,7 +270,7 @@ static mpii_status wait_for_writer(int dirfd, const char *name, const char *fail
             return status_from_errno(errno);
         if (f > 0)
             return MPII_ERR_NOSPACE;
-        if (now_s() >= deadline)
+        if (mpii_monotonic_s() >= deadline)
             return MPII_ERR_TIMEOUT;
         sleep_1ms();
     }

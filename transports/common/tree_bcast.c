@@ -74,6 +74,7 @@
 #include <time.h>
 
 #include "mpiimport/buffer.h"
+#include "mpiimport/util.h"
 #include "tree_bcast.h"
 
 #define TREE_PREFIX 24u
@@ -187,23 +188,15 @@ struct mpii_tree {
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0.0; /* cannot happen for CLOCK_MONOTONIC */
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int wait_expired(double started, double timeout_s)
 {
-    return timeout_s >= 0.0 && now_seconds() - started >= timeout_s;
+    return timeout_s >= 0.0 && mpii_monotonic_s() - started >= timeout_s;
 }
 
 /* One pause of a wait loop with no movement since last_move. */
 static void wait_pause(double last_move)
 {
-    if ((now_seconds() - last_move) * 1e9 < (double)TREE_SPIN_NS) {
+    if ((mpii_monotonic_s() - last_move) * 1e9 < (double)TREE_SPIN_NS) {
         (void)sched_yield(); /* failure only means we did not yield */
         return;
     }
@@ -616,7 +609,7 @@ static void *background_progress(void *arg)
     (void)pthread_mutex_lock(&t->lock);
     while (!t->stop) {
         if (!has_work(t)) {
-            double now = now_seconds();
+            double now = mpii_monotonic_s();
             if (idle_since < 0.0)
                 idle_since = now;
             if (now - idle_since >= TREE_BG_LINGER_S) {
@@ -796,7 +789,7 @@ mpii_status mpii_tree_bcast_start(mpii_tree *t, int root, const void *buf, size_
 static mpii_status bcast_wait_locked(mpii_tree *t, mpii_bcast_req *b, double timeout_s,
                                      void **buf, size_t *len)
 {
-    double started = now_seconds(), last_move = started;
+    double started = mpii_monotonic_s(), last_move = started;
     for (;;) {
         int moved = 0;
         mpii_status st = progress_all(t, &moved);
@@ -809,7 +802,7 @@ static mpii_status bcast_wait_locked(mpii_tree *t, mpii_bcast_req *b, double tim
         if (wait_expired(started, timeout_s))
             return MPII_ERR_TIMEOUT;
         if (moved)
-            last_move = now_seconds();
+            last_move = mpii_monotonic_s();
         else
             unlocked_pause(t, last_move);
     }
@@ -889,7 +882,7 @@ static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, d
     if (st != MPII_OK)
         br->error = st;
 
-    double started = now_seconds(), last_move = started;
+    double started = mpii_monotonic_s(), last_move = started;
     for (;;) {
         int moved = 0;
         if (br->error == MPII_OK) {
@@ -917,7 +910,7 @@ static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, d
             return MPII_ERR_TIMEOUT;
         }
         if (moved)
-            last_move = now_seconds();
+            last_move = mpii_monotonic_s();
         else
             unlocked_pause(t, last_move);
     }

@@ -61,6 +61,7 @@
 #include "mpiimport/buffer.h"
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
+#include "mpiimport/util.h"
 
 /* One header block: magic + length + inline data. 8 KiB keeps small files to
  * one collective while costing little when the message is large. */
@@ -152,18 +153,10 @@ static void set_mpi_err(char *err, size_t cap, const char *what, int code)
         set_err(err, cap, "%s failed: %.*s", what, msg_len, msg);
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0.0; /* cannot happen for CLOCK_MONOTONIC; degrade to "no time passes" */
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* One pause of the wait loop: yield during the first MPII_MPI_SPIN_NS, then sleep. */
 static void wait_pause(double started)
 {
-    if ((now_seconds() - started) * 1e9 < (double)MPII_MPI_SPIN_NS) {
+    if ((mpii_monotonic_s() - started) * 1e9 < (double)MPII_MPI_SPIN_NS) {
         (void)sched_yield(); /* failure only means we did not yield */
         return;
     }
@@ -174,7 +167,7 @@ static void wait_pause(double started)
 /* Has the wait that began at started with timeout_s (< 0: never) run out? */
 static int wait_expired(double started, double timeout_s)
 {
-    return timeout_s >= 0.0 && now_seconds() - started >= timeout_s;
+    return timeout_s >= 0.0 && mpii_monotonic_s() - started >= timeout_s;
 }
 
 static void free_comm(MPI_Comm *comm)
@@ -611,7 +604,7 @@ static mpii_status mpi_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double
         return MPII_ERR_TRANSPORT;
     if (t == NULL || req == NULL)
         return MPII_ERR_INVALID;
-    double started = now_seconds();
+    double started = mpii_monotonic_s();
     for (;;) {
         mpii_status st = advance_posting(t);
         if (st != MPII_OK)
@@ -646,7 +639,7 @@ static mpii_status ibarrier_wait(MPI_Comm comm, double timeout_s)
     MPI_Request r = MPI_REQUEST_NULL;
     if (MPI_Ibarrier(comm, &r) != MPI_SUCCESS)
         return MPII_ERR_TRANSPORT;
-    double started = now_seconds();
+    double started = mpii_monotonic_s();
     for (;;) {
         int flag = 0;
         if (MPI_Test(&r, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)

@@ -69,10 +69,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mpiimport/status.h"
 #include "mpiimport/transport.h"
+#include "mpiimport/util.h"
 #include "fabric.h"
 #include "p2p.h"
 #include "pmix_boot.h"
@@ -118,16 +118,6 @@ struct mpii_p2p {
     size_t *addr_lens;
     struct mpii_p2p_req *live;         /* requests handed out and not yet freed */
 };
-
-/* ---- helpers ------------------------------------------------------------ */
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0.0; /* cannot happen for CLOCK_MONOTONIC */
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- endpoints ---------------------------------------------------------- */
 
@@ -523,7 +513,7 @@ static void wait_close_requests(struct mpii_p2p *p, void **reqs, size_t n, doubl
                 pending++;
             }
         }
-        if (pending == 0 || now_seconds() >= deadline)
+        if (pending == 0 || mpii_monotonic_s() >= deadline)
             break;
         progress_worker(p);
     }
@@ -567,7 +557,7 @@ static void p2p_close(struct mpii_p2p *p, mpii_pmix_boot *boot)
             }
         }
         if (reqs != NULL) {
-            wait_close_requests(p, reqs, n, now_seconds() + MPII_UCX_CLOSE_TIMEOUT_S);
+            wait_close_requests(p, reqs, n, mpii_monotonic_s() + MPII_UCX_CLOSE_TIMEOUT_S);
             free(reqs);
         }
         ucp_worker_destroy(p->worker);

@@ -87,10 +87,6 @@ mpii_status mpii_context_file(mpii_context *ctx, const char *path, int want_byte
                               const mpii_entry **entry);
 /* The FILE entry (with bytes) known for path, or NULL: never reads, never waits. */
 const mpii_entry *mpii_context_lookup(mpii_context *ctx, const char *path);
-/* The CODE entry for a source file, NULL if the root sent none (MISS is not
- * distinguished: code is only asked for after a find said so). */
-mpii_status mpii_context_code(mpii_context *ctx, const char *source_path,
-                              const mpii_entry **entry);
 /* Root only: adds compiled code for a source file to knowledge and outgoing. */
 mpii_status mpii_context_add_code(mpii_context *ctx, const char *source_path, const void *code,
                                   size_t len, int64_t mtime_ns, uint64_t size);

@@ -1,0 +1,86 @@
+/* context_internal.h — the context struct and what its files share; not a
+ * public header (nothing outside core/src includes it).
+ *
+ * The context's code follows the data flow of docs/design.md:
+ *   context.c          the struct's life, the lock, the knowledge and the
+ *                      questions asked of it (listing, file, find), forgetting
+ *   read.c             the reads that fill a gap (rank 0; every rank once
+ *                      frozen): listings, files, module code, replay of
+ *                      recorded lists and packed images
+ *   distribute.c       messages: the hello, flush and pending sends, receive,
+ *                      the end of the session
+ *   stage_extension.c  extension modules: the $ORIGIN dependency walk, and
+ *                      staging through stage.c */
+#ifndef MPIIMPORT_CONTEXT_INTERNAL_H
+#define MPIIMPORT_CONTEXT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "mpiimport/context.h"
+#include "mpiimport/stage.h"
+
+struct pending_send {
+    mpii_bcast_req *req;
+    uint8_t *buf;
+};
+
+struct mpii_context {
+    pthread_mutex_t lock;  /* knowledge, outgoing and stats: see mpii_context_lock() */
+    mpii_config cfg;
+    const mpii_transport_ops *ops;
+    mpii_transport *transport;
+    int rank, size;
+    mpii_node_info node;
+    uint64_t nonce;
+    mpii_image *known;     /* every fact the root has sent (root: has added) */
+    mpii_image *outgoing;  /* root: facts added since the last flush */
+    uint64_t seq_sent, seq_received;
+    mpii_bcast_req *receiving; /* non-root: the pending receive, if any */
+    struct pending_send *sends;
+    size_t nsends, sends_cap;
+    int ended;      /* non-root: the end marker arrived */
+    int unclean;    /* finish failed: a peer may be gone */
+    int frozen;     /* no more messages either way */
+    int finished;
+    char stage_root[MPII_PATH_MAX];
+    mpii_stage *stage;
+    int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
+    int registered;  /* this process is in the stage's registry (stage_registry.c) */
+    mpii_stats stats;
+};
+
+/* Who reads an unknown fact from the file system: the root, and, once the
+ * session is frozen (a replayed image), every rank for its own gaps: one
+ * opendir or one file for a fact the image lacks, never a whole plain
+ * import. All ranks take the same decision, so none knows more than its
+ * questions needed. */
+static inline int mpii_ctx_reads_itself(const mpii_context *ctx) { return ctx->rank == 0 || ctx->frozen; }
+
+/* Facts read go to the outgoing message only while there are messages. */
+static inline int mpii_ctx_sends(const mpii_context *ctx)
+{
+    return ctx->rank == 0 && !ctx->frozen && ctx->size > 1;
+}
+
+/* A question this rank cannot answer yet: counted, and the caller receives. */
+static inline mpii_status mpii_ctx_gap(mpii_context *ctx)
+{
+    ctx->stats.gaps++;
+    return MPII_ERR_GAP;
+}
+
+/* context.c: adds a fact to the knowledge (and to the outgoing message while
+ * there are messages); a MISS fact for path. */
+mpii_status mpii_ctx_record(mpii_context *ctx, const mpii_entry *e);
+mpii_status mpii_ctx_record_miss(mpii_context *ctx, const char *path, uint32_t flags);
+
+/* read.c: reads a directory into a LISTING (or MISS) fact; a file (want_bytes
+ * = 0: only its stat) into a FILE (or MISS) fact. */
+mpii_status mpii_ctx_read_listing(mpii_context *ctx, const char *dir);
+mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_bytes);
+
+/* distribute.c: collective, at create: every rank gets the root's nonce. */
+mpii_status mpii_ctx_hello(mpii_context *ctx, uint64_t *nonce);
+
+#endif
