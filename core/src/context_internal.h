@@ -9,6 +9,8 @@
  *                      recorded lists and packed images
  *   distribute.c       messages: the hello, flush and pending sends, receive,
  *                      the end of the session
+ *   serve.c            a non-root rank's file bytes live in the node's stage,
+ *                      not in its private memory
  *   stage_extension.c  extension modules: the $ORIGIN dependency walk, and
  *                      staging through stage.c */
 #ifndef MPIIMPORT_CONTEXT_INTERNAL_H
@@ -47,6 +49,7 @@ struct mpii_context {
     mpii_stage *stage;
     int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
     int registered;  /* this process is in the stage's registry (stage_registry.c) */
+    int trim_after_merge; /* serve.c: a message's file bytes went to the stage */
     mpii_stats stats;
 };
 
@@ -79,6 +82,13 @@ mpii_status mpii_ctx_record_miss(mpii_context *ctx, const char *path, uint32_t f
  * = 0: only its stat) into a FILE (or MISS) fact. */
 mpii_status mpii_ctx_read_listing(mpii_context *ctx, const char *dir);
 mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_bytes);
+
+/* serve.c: opens (makes) this node's stage; a received message's file bytes
+ * go to the stage and only their facts stay (MPII_FILE_STAGED); after the
+ * merge, memory the message held is given back. */
+mpii_status mpii_ctx_open_stage(mpii_context *ctx);
+void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg);
+void mpii_ctx_trim(mpii_context *ctx);
 
 /* distribute.c: collective, at create: every rank gets the root's nonce. */
 mpii_status mpii_ctx_hello(mpii_context *ctx, uint64_t *nonce);

@@ -221,12 +221,14 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
         return MPII_ERR_CORRUPT;
     }
     ctx->seq_received = seq;
+    mpii_ctx_serve_from_stage(ctx, msg); /* unlocked: msg is this call's own */
     /* The wait above ran unlocked (a reader in another thread goes on); the
      * merge moves entries, so it holds the lock readers hold. */
     mpii_context_lock(ctx);
     st = mpii_image_merge(ctx->known, msg);
     mpii_context_unlock(ctx);
     mpii_image_destroy(msg);
+    mpii_ctx_trim(ctx);
     return st;
 }
 

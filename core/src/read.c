@@ -185,8 +185,15 @@ mpii_status mpii_context_source_code(mpii_context *ctx, const uint8_t magic[4],
     if (pyc_path != NULL) {
         if ((st = mpii_context_file(ctx, pyc_path, 1, &pyc)) != MPII_OK)
             return st;
-        if (pyc != NULL &&
-            mpii_pyc_check(magic, pyc->data, pyc->data_len, src->mtime_ns, src->size) == MPII_PYC_VALID) {
+        const uint8_t *bytes = NULL;
+        size_t len = 0;
+        void *owned = NULL;
+        if (pyc != NULL && (st = mpii_context_entry_bytes(ctx, pyc, &bytes, &len, &owned)) != MPII_OK)
+            return st;
+        int valid = pyc != NULL &&
+                    mpii_pyc_check(magic, bytes, len, src->mtime_ns, src->size) == MPII_PYC_VALID;
+        free(owned);
+        if (valid) {
             *kind = MPII_CODE_PYC;
             *entry = pyc;
             return MPII_OK;

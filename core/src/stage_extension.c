@@ -51,7 +51,14 @@ static mpii_status collect_deps(mpii_context *ctx, const char *path, struct dep_
             continue;
         *(slash == dir ? slash + 1 : slash) = '\0';
         mpii_elf_deps elf;
-        if (mpii_elf_deps_read(e->data, e->data_len, dir, &elf) != MPII_OK)
+        const uint8_t *bytes = NULL;
+        size_t len = 0;
+        void *owned = NULL;
+        if ((st = mpii_context_entry_bytes(ctx, e, &bytes, &len, &owned)) != MPII_OK)
+            return st;
+        mpii_status elf_st = mpii_elf_deps_read(bytes, len, dir, &elf);
+        free(owned);
+        if (elf_st != MPII_OK)
             continue; /* not ELF, or not one we can read: nothing bundled to follow */
         for (size_t d = 0; d < elf.origin_dir_count && st == MPII_OK; d++) {
             for (size_t k = 0; k < elf.needed_count && st == MPII_OK; k++) {
@@ -99,6 +106,16 @@ static mpii_status stage_one(mpii_context *ctx, const char *path, char *staged, 
     const mpii_entry *e = mpii_image_lookup(ctx->known, MPII_ENTRY_FILE, path);
     if (e == NULL || (e->flags & MPII_FILE_STAT_ONLY))
         return MPII_ERR_NOTFOUND;
+    if (e->flags & MPII_FILE_STAGED) {
+        /* staged when it arrived (serve.c), checked then */
+        struct stat sb;
+        int n = snprintf(staged, staged_cap, "%s%s", ctx->stage_root, path);
+        if (n < 0 || (size_t)n >= staged_cap)
+            return MPII_ERR_TOOLONG;
+        if (lstat(staged, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
+            return MPII_ERR_CORRUPT;
+        return MPII_OK;
+    }
     /* Count what this rank wrote: the file exists afterwards either way. */
     struct stat before;
     char probe[MPII_PATH_MAX];
@@ -119,11 +136,8 @@ mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged
         return MPII_ERR_INVALID;
     mpii_status st;
     ctx->stage_errno = 0;
-    if (ctx->stage == NULL && (st = mpii_stage_open(ctx->stage_root, &ctx->stage)) != MPII_OK) {
-        ctx->stage_errno = st == MPII_ERR_UNSAFE ? 0 : errno;
-        ctx->stage = NULL;
+    if ((st = mpii_ctx_open_stage(ctx)) != MPII_OK)
         return st;
-    }
     struct dep_list *deps = malloc(sizeof *deps);
     if (deps == NULL)
         return MPII_ERR_NOMEM;

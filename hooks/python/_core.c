@@ -357,7 +357,22 @@ static PyObject *Context_listdir_locked(ContextObject *self, PyObject *args)
 }
 LOCKED_METHOD(listdir)
 
-static PyObject *entry_tuple(const mpii_entry *e)
+/* An entry's bytes as a new bytes object: from memory, or from the node's
+ * stage (MPII_FILE_STAGED). */
+static PyObject *entry_bytes(ContextObject *self, const mpii_entry *e)
+{
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    void *owned = NULL;
+    mpii_status st = mpii_context_entry_bytes(self->ctx, e, &data, &len, &owned);
+    if (st != MPII_OK)
+        return raise_status(self, st, e->path);
+    PyObject *b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+    free(owned);
+    return b;
+}
+
+static PyObject *entry_tuple(ContextObject *self, const mpii_entry *e)
 {
     if (e == NULL)
         Py_RETURN_NONE;
@@ -365,7 +380,7 @@ static PyObject *entry_tuple(const mpii_entry *e)
     if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAT_ONLY))
         data = Py_NewRef(Py_None);
     else
-        data = PyBytes_FromStringAndSize((const char *)e->data, (Py_ssize_t)e->data_len);
+        data = entry_bytes(self, e);
     if (data == NULL)
         return NULL;
     return Py_BuildValue("(NLK)", data, (long long)e->mtime_ns, (unsigned long long)e->size);
@@ -383,7 +398,7 @@ static PyObject *Context_file_locked(ContextObject *self, PyObject *args)
     mpii_status st = mpii_context_file(self->ctx, path, want, &e);
     if (st != MPII_OK)
         return raise_status(self, st, path);
-    return entry_tuple(e);
+    return entry_tuple(self, e);
 }
 LOCKED_METHOD(file)
 
@@ -394,7 +409,7 @@ static PyObject *Context_known_locked(ContextObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "s", &path))
         return NULL;
     NEED_CTX(self);
-    return entry_tuple(mpii_context_lookup(self->ctx, path));
+    return entry_tuple(self, mpii_context_lookup(self->ctx, path));
 }
 LOCKED_METHOD(known)
 
@@ -417,8 +432,7 @@ static PyObject *Context_source_code_locked(ContextObject *self, PyObject *args)
         Py_RETURN_NONE;
     if (st != MPII_OK)
         return raise_status(self, st, source);
-    PyObject *data = e ? PyBytes_FromStringAndSize((const char *)e->data, (Py_ssize_t)e->data_len)
-                       : Py_NewRef(Py_None);
+    PyObject *data = e ? entry_bytes(self, e) : Py_NewRef(Py_None);
     if (data == NULL)
         return NULL;
     return Py_BuildValue("(iNLK)", (int)kind, data, (long long)src->mtime_ns, (unsigned long long)src->size);

@@ -120,6 +120,8 @@ def make_dist_tree(tree):
 
 
 def traced_shared_calls(trace, tree, begin, end):
+    """Calls whose path lies under tree (not the node's stage, which holds a
+    copy of it under /dev/shm)."""
     inside, calls = False, []
     with open(trace) as f:
         for line in f:
@@ -127,7 +129,7 @@ def traced_shared_calls(trace, tree, begin, end):
                 inside = True
             elif end in line:
                 break
-            elif inside and str(tree) in line:
+            elif inside and ('"%s/' % tree in line or '"%s"' % tree in line):
                 calls.append(line.strip())
     return calls
 

@@ -160,9 +160,10 @@ def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
         assert not gone.exists() and not (stage / (gone.name + ".live")).exists()
         assert alive.exists() and (alive / "usr" / "lib" / "libx.so").exists()
         assert not os.path.exists(shm_dead) and os.path.exists(shm_alive)
-        # rank 0 (the node's first) swept; /dev/shm may hold other leftovers of this user
+        # rank 0 (the node's first) swept: at least the stage under its private stage
+        # directory (another job of this user, a concurrent test, may sweep /dev/shm first)
         counts = sorted(int(l.split()[1]) for l in p.stdout.splitlines() if l.startswith("swept"))
-        assert counts[0] == 0 and counts[1] >= 2, p.stdout
+        assert counts[0] == 0 and counts[1] >= 1, p.stdout
     finally:
         for f in (shm_dead, shm_alive):
             if os.path.exists(f):

@@ -69,7 +69,7 @@ std::string path_of(int message, int i) { return "/shared/m" + std::to_string(me
 
 TEST(ContextThreads, ReadsUnderTheLockWhileReceiveMerges)
 {
-    const int messages = 200, per_message = 400;
+    const int messages = 80, per_message = 200;
     g_messages.clear();
     g_next = 0;
     std::vector<uint8_t> hello(16, 0);
@@ -95,6 +95,9 @@ TEST(ContextThreads, ReadsUnderTheLockWhileReceiveMerges)
     }
     mpii_config cfg;
     ASSERT_EQ(mpii_config_load(&cfg, no_env, nullptr, nullptr, 0), MPII_OK);
+    char stage_tmpl[] = "/tmp/mpii-threads-XXXXXX";  // the node's stage (serve.c) goes here
+    ASSERT_NE(mkdtemp(stage_tmpl), nullptr);
+    snprintf(cfg.stage_dir, sizeof cfg.stage_dir, "%s", stage_tmpl);
     mpii_context *ctx = nullptr;
     char err[256] = "";
     ASSERT_EQ(mpii_context_create(&cfg, &fake_ops, &ctx, err, sizeof err), MPII_OK) << err;
@@ -109,9 +112,14 @@ TEST(ContextThreads, ReadsUnderTheLockWhileReceiveMerges)
                 std::string p = path_of(0, i);
                 mpii_context_lock(ctx);
                 const mpii_entry *e = mpii_context_lookup(ctx, p.c_str());
-                if (e == nullptr || e->data_len != p.size() || memcmp(e->data, p.data(), p.size()) != 0 ||
-                    e->mtime_ns != i)
+                const uint8_t *data = nullptr;
+                size_t len = 0;
+                void *owned = nullptr;
+                if (e == nullptr || e->mtime_ns != i ||
+                    mpii_context_entry_bytes(ctx, e, &data, &len, &owned) != MPII_OK || len != p.size() ||
+                    memcmp(data, p.data(), p.size()) != 0)
                     wrong++;
+                free(owned);
                 mpii_context_unlock(ctx);
                 reads++;
                 reading = true;
@@ -129,6 +137,8 @@ TEST(ContextThreads, ReadsUnderTheLockWhileReceiveMerges)
     for (int m = 0; m < messages; m++)
         EXPECT_NE(mpii_context_lookup(ctx, path_of(m, per_message - 1).c_str()), nullptr);
     mpii_context_destroy(ctx);
+    std::string rm = std::string("rm -rf '") + stage_tmpl + "'";
+    EXPECT_EQ(system(rm.c_str()), 0);
 }
 
 }  // namespace

@@ -85,6 +85,10 @@ mpii_status mpii_context_listing(mpii_context *ctx, const char *dir, const mpii_
 /* want_bytes = 0 asks only for the stat. */
 mpii_status mpii_context_file(mpii_context *ctx, const char *path, int want_bytes,
                               const mpii_entry **entry);
+/* The bytes of a FILE entry: in memory, or (MPII_FILE_STAGED) read from the
+ * node's stage into *owned, which the caller free()s (NULL when in memory). */
+mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, const uint8_t **data,
+                                     size_t *len, void **owned);
 /* The FILE entry (with bytes) known for path, or NULL: never reads, never waits. */
 const mpii_entry *mpii_context_lookup(mpii_context *ctx, const char *path);
 /* Root only: adds compiled code for a source file to knowledge and outgoing. */

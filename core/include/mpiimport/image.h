@@ -48,6 +48,9 @@ typedef enum mpii_entry_kind {
 /* FILE: the bytes were left out of this copy (a recorded list), though the
  * fact was about the file's contents: read them again when replaying. */
 #define MPII_FILE_DATA_OMITTED 0x4u
+/* FILE, in a rank's knowledge only (never sent): the bytes are in the node's
+ * stage at <stage root><path> (serve.c), not in memory. */
+#define MPII_FILE_STAGED 0x8u
 /* MISS: the path exists but is not a directory (a zip file on sys.path, say). */
 #define MPII_MISS_NOT_DIR 0x2u
 

@@ -1,0 +1,167 @@
+/* serve.c — a node's ranks serve file bytes from the node's stage.
+ *
+ * A non-root rank that receives a message does not keep the bytes of the
+ * files in it: each file is written once per node into the node's stage, at
+ * its original path under the stage root (stage.c: O_EXCL writer, the others
+ * wait), checked byte for byte, and the rank keeps only the fact (path, size,
+ * mtime, MPII_FILE_STAGED). Whoever needs the bytes later (a module's
+ * bytecode, an extension's ELF header, get_data) reads the staged file: the
+ * page cache holds one copy per node, shared by every rank on it, instead of
+ * one private copy per rank. A file the stage cannot take (a full /dev/shm,
+ * another version of the same path already staged) stays in memory, as
+ * before: slower on memory, never wrong. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include "context_internal.h"
+
+mpii_status mpii_ctx_open_stage(mpii_context *ctx)
+{
+    if (ctx->stage != NULL)
+        return MPII_OK;
+    mpii_status st = mpii_stage_open(ctx->stage_root, &ctx->stage);
+    if (st != MPII_OK) {
+        ctx->stage_errno = st == MPII_ERR_UNSAFE ? 0 : errno;
+        ctx->stage = NULL;
+    }
+    return st;
+}
+
+static int staged_path(const mpii_context *ctx, const char *path, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s%s", ctx->stage_root, path);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* Does the staged copy of path hold exactly data[0..len)? */
+static int staged_equals(const char *staged, const uint8_t *data, size_t len)
+{
+    int fd = open(staged, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    int same = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == len;
+    if (same && len > 0) {
+        void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        same = m != MAP_FAILED && memcmp(m, data, len) == 0;
+        if (m != MAP_FAILED && munmap(m, len) != 0)
+            same = 0;
+    }
+    if (close(fd) != 0)
+        same = 0;
+    return same;
+}
+
+/* One file of a message into the stage; MPII_OK when the stage holds it. */
+static mpii_status stage_bytes(mpii_context *ctx, const mpii_entry *e)
+{
+    char staged[MPII_PATH_MAX], probe[MPII_PATH_MAX];
+    if (!staged_path(ctx, e->path, probe, sizeof probe))
+        return MPII_ERR_TOOLONG;
+    struct stat before;
+    int existed = lstat(probe, &before) == 0;
+    mpii_status st = mpii_stage_file(ctx->stage, e->path, e->data, e->data_len, ctx->cfg.timeout_s,
+                                     staged, sizeof staged);
+    if (st != MPII_OK)
+        return st;
+    if (!staged_equals(staged, e->data, e->data_len))
+        return MPII_ERR_UNSAFE; /* another version of this path is staged: keep ours in memory */
+    if (!existed) {
+        ctx->stats.staged_files++;
+        ctx->stats.staged_bytes += e->data_len;
+    }
+    return MPII_OK;
+}
+
+void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
+{
+    if (ctx->rank == 0 || ctx->size < 2 || mpii_ctx_open_stage(ctx) != MPII_OK)
+        return;
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < mpii_image_count(msg); i++) {
+        const mpii_entry *e = mpii_image_entry_at(msg, i);
+        if (e->kind != MPII_ENTRY_FILE || (e->flags & (MPII_FILE_STAT_ONLY | MPII_FILE_DATA_OMITTED)) ||
+            e->data_len == 0 || stage_bytes(ctx, e) != MPII_OK)
+            continue;
+        mpii_entry fact = *e;
+        fact.flags |= MPII_FILE_STAGED;
+        fact.data = NULL;
+        fact.data_len = 0;
+        dropped += e->data_len;
+        if (mpii_image_add(msg, &fact) != MPII_OK) /* same kind and path: replaced in place */
+            break;
+    }
+#ifdef __GLIBC__
+    /* The message's copies are freed after the merge; give the pages back
+     * now rather than keep them as this rank's private memory. */
+    if (dropped >= (1u << 20))
+        ctx->trim_after_merge = 1;
+#endif
+}
+
+void mpii_ctx_trim(mpii_context *ctx)
+{
+#ifdef __GLIBC__
+    if (ctx->trim_after_merge) {
+        ctx->trim_after_merge = 0;
+        (void)malloc_trim(0);
+    }
+#else
+    (void)ctx;
+#endif
+}
+
+mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, const uint8_t **data,
+                                     size_t *len, void **owned)
+{
+    if (ctx == NULL || e == NULL || data == NULL || len == NULL || owned == NULL)
+        return MPII_ERR_INVALID;
+    *owned = NULL;
+    if (!(e->flags & MPII_FILE_STAGED) || e->kind != MPII_ENTRY_FILE) {
+        *data = e->data;
+        *len = e->data_len;
+        return MPII_OK;
+    }
+    char staged[MPII_PATH_MAX];
+    if (!staged_path(ctx, e->path, staged, sizeof staged))
+        return MPII_ERR_TOOLONG;
+    int fd = open(staged, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
+    struct stat sb;
+    mpii_status st = MPII_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
+        st = MPII_ERR_CORRUPT; /* the stage changed under us: never serve other bytes */
+    uint8_t *buf = NULL;
+    size_t got = 0, want = (size_t)e->size;
+    if (st == MPII_OK && (buf = malloc(want ? want : 1)) == NULL)
+        st = MPII_ERR_NOMEM;
+    while (st == MPII_OK && got < want) {
+        ssize_t r = read(fd, buf + got, want - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            st = r == 0 ? MPII_ERR_TRUNCATED : MPII_ERR_IO;
+        else
+            got += (size_t)r;
+    }
+    if (close(fd) != 0 && st == MPII_OK)
+        st = MPII_ERR_IO;
+    if (st != MPII_OK) {
+        free(buf);
+        return st;
+    }
+    *data = buf;
+    *len = want;
+    *owned = buf;
+    return MPII_OK;
+}
