@@ -137,6 +137,7 @@ void mpii_context_unlock(mpii_context *ctx)
 int mpii_context_rank(const mpii_context *ctx) { return ctx->rank; }
 int mpii_context_size(const mpii_context *ctx) { return ctx->size; }
 const mpii_stats *mpii_context_stats(const mpii_context *ctx) { return &ctx->stats; }
+uint64_t mpii_context_known_bytes(const mpii_context *ctx) { return mpii_image_data_bytes(ctx->known); }
 mpii_stats *mpii_context_stats_mut(mpii_context *ctx) { return &ctx->stats; }
 const char *mpii_context_stage_root(const mpii_context *ctx) { return ctx->stage_root; }
 int mpii_context_stage_errno(const mpii_context *ctx) { return ctx->stage_errno; }

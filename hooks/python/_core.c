@@ -735,7 +735,15 @@ static PyObject *Context_stats_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
     NEED_CTX(self);
-    return stats_dict(mpii_context_stats(self->ctx));
+    PyObject *d = stats_dict(mpii_context_stats(self->ctx));
+    PyObject *kb = PyLong_FromUnsignedLongLong(mpii_context_known_bytes(self->ctx));
+    if (d == NULL || kb == NULL || PyDict_SetItemString(d, "known_bytes", kb) != 0) {
+        Py_XDECREF(d);
+        Py_XDECREF(kb);
+        return NULL;
+    }
+    Py_DECREF(kb);
+    return d;
 }
 LOCKED_METHOD(stats)
 
@@ -790,7 +798,15 @@ static PyObject *core_zero_stats(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     const mpii_stats zero = {0};
-    return stats_dict(&zero);
+    PyObject *d = stats_dict(&zero);
+    PyObject *kb = PyLong_FromLong(0);
+    if (d == NULL || kb == NULL || PyDict_SetItemString(d, "known_bytes", kb) != 0) {
+        Py_XDECREF(d);
+        Py_XDECREF(kb);
+        return NULL;
+    }
+    Py_DECREF(kb);
+    return d;
 }
 
 static PyObject *core_read_image(PyObject *module, PyObject *args)

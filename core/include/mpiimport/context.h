@@ -72,6 +72,9 @@ void mpii_context_unlock(mpii_context *ctx);
 int mpii_context_rank(const mpii_context *ctx);
 int mpii_context_size(const mpii_context *ctx);
 const mpii_stats *mpii_context_stats(const mpii_context *ctx);
+/* Bytes this rank holds in its knowledge (file bytes, code, listings): what
+ * it keeps privately (file bytes served from the node's stage are not). */
+uint64_t mpii_context_known_bytes(const mpii_context *ctx);
 mpii_stats *mpii_context_stats_mut(mpii_context *ctx);
 const char *mpii_context_stage_root(const mpii_context *ctx);
 /* errno of the last failure to make this node's stage directory (0: none, or
