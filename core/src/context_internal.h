@@ -88,6 +88,9 @@ mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_byt
  * merge, memory the message held is given back. */
 mpii_status mpii_ctx_open_stage(mpii_context *ctx);
 void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg);
+/* serve.c, rank 0 after serialising the outgoing message: the file bytes it
+ * read go to its node's stage too, and only the facts stay. */
+void mpii_ctx_serve_sent(mpii_context *ctx);
 void mpii_ctx_trim(mpii_context *ctx);
 
 /* distribute.c: collective, at create: every rank gets the root's nonce. */

@@ -1,5 +1,7 @@
 /* serve.c — a node's ranks serve file bytes from the node's stage.
  *
+ * Rank 0 does the same with what it read, once it has sent it.
+ *
  * A non-root rank that receives a message does not keep the bytes of the
  * files in it: each file is written once per node into the node's stage, at
  * its original path under the stage root (stage.c: O_EXCL writer, the others
@@ -103,6 +105,33 @@ void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
 #ifdef __GLIBC__
     /* The message's copies are freed after the merge; give the pages back
      * now rather than keep them as this rank's private memory. */
+    if (dropped >= (1u << 20))
+        ctx->trim_after_merge = 1;
+#endif
+}
+
+void mpii_ctx_serve_sent(mpii_context *ctx)
+{
+    if (ctx->rank != 0 || ctx->size < 2 || mpii_ctx_open_stage(ctx) != MPII_OK)
+        return;
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < mpii_image_count(ctx->outgoing); i++) {
+        const mpii_entry *sent = mpii_image_entry_at(ctx->outgoing, i);
+        if (sent->kind != MPII_ENTRY_FILE || (sent->flags & MPII_FILE_STAT_ONLY) || sent->data_len == 0)
+            continue;
+        const mpii_entry *e = mpii_image_lookup(ctx->known, MPII_ENTRY_FILE, sent->path);
+        if (e == NULL || (e->flags & (MPII_FILE_STAT_ONLY | MPII_FILE_STAGED)) || e->data_len == 0 ||
+            stage_bytes(ctx, e) != MPII_OK)
+            continue;
+        mpii_entry fact = *e;
+        fact.flags |= MPII_FILE_STAGED;
+        fact.data = NULL;
+        fact.data_len = 0;
+        dropped += e->data_len;
+        if (mpii_image_add(ctx->known, &fact) != MPII_OK)
+            break;
+    }
+#ifdef __GLIBC__
     if (dropped >= (1u << 20))
         ctx->trim_after_merge = 1;
 #endif
