@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mpiimport/image.h"
+#include "mpiimport/util.h"
 
 mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label, size_t label_cap)
 {
@@ -32,18 +33,9 @@ mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label
         (void)ok;
         return bad;
     }
-    size_t len = (size_t)sb.st_size, got = 0;
+    size_t len = (size_t)sb.st_size;
     uint8_t *buf = malloc(len ? len : 1);
-    mpii_status st = buf ? MPII_OK : MPII_ERR_NOMEM;
-    while (st == MPII_OK && got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            st = r == 0 ? MPII_ERR_TRUNCATED : MPII_ERR_IO;
-        else
-            got += (size_t)r;
-    }
+    mpii_status st = buf ? mpii_read_full(fd, buf, len) : MPII_ERR_NOMEM;
     if (close(fd) != 0 && st == MPII_OK)
         st = MPII_ERR_IO;
     if (st == MPII_OK)

@@ -25,6 +25,7 @@
 #endif
 
 #include "context_internal.h"
+#include "mpiimport/util.h"
 
 mpii_status mpii_ctx_open_stage(mpii_context *ctx)
 {
@@ -84,6 +85,31 @@ static mpii_status stage_bytes(mpii_context *ctx, const mpii_entry *e)
     return MPII_OK;
 }
 
+/* The staged file's entry e of img becomes its fact alone (replaced in place:
+ * same kind and path). */
+static mpii_status keep_fact_only(mpii_image *img, const mpii_entry *e)
+{
+    mpii_entry fact = *e;
+    fact.flags |= MPII_FILE_STAGED;
+    fact.data = NULL;
+    fact.data_len = 0;
+    return mpii_image_add(img, &fact);
+}
+
+/* Copies of the dropped bytes are freed soon (the message, the outgoing
+ * image): give the pages back then, rather than keep them as this rank's
+ * private memory. */
+static void note_dropped(mpii_context *ctx, uint64_t dropped)
+{
+#ifdef __GLIBC__
+    if (dropped >= (1u << 20))
+        ctx->trim_after_merge = 1;
+#else
+    (void)ctx;
+    (void)dropped;
+#endif
+}
+
 void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
 {
     if (ctx->rank == 0 || ctx->size < 2 || mpii_ctx_open_stage(ctx) != MPII_OK)
@@ -94,20 +120,11 @@ void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
         if (e->kind != MPII_ENTRY_FILE || (e->flags & (MPII_FILE_STAT_ONLY | MPII_FILE_DATA_OMITTED)) ||
             e->data_len == 0 || stage_bytes(ctx, e) != MPII_OK)
             continue;
-        mpii_entry fact = *e;
-        fact.flags |= MPII_FILE_STAGED;
-        fact.data = NULL;
-        fact.data_len = 0;
         dropped += e->data_len;
-        if (mpii_image_add(msg, &fact) != MPII_OK) /* same kind and path: replaced in place */
+        if (keep_fact_only(msg, e) != MPII_OK)
             break;
     }
-#ifdef __GLIBC__
-    /* The message's copies are freed after the merge; give the pages back
-     * now rather than keep them as this rank's private memory. */
-    if (dropped >= (1u << 20))
-        ctx->trim_after_merge = 1;
-#endif
+    note_dropped(ctx, dropped);
 }
 
 void mpii_ctx_serve_sent(mpii_context *ctx)
@@ -123,18 +140,11 @@ void mpii_ctx_serve_sent(mpii_context *ctx)
         if (e == NULL || (e->flags & (MPII_FILE_STAT_ONLY | MPII_FILE_STAGED)) || e->data_len == 0 ||
             stage_bytes(ctx, e) != MPII_OK)
             continue;
-        mpii_entry fact = *e;
-        fact.flags |= MPII_FILE_STAGED;
-        fact.data = NULL;
-        fact.data_len = 0;
         dropped += e->data_len;
-        if (mpii_image_add(ctx->known, &fact) != MPII_OK)
+        if (keep_fact_only(ctx->known, e) != MPII_OK)
             break;
     }
-#ifdef __GLIBC__
-    if (dropped >= (1u << 20))
-        ctx->trim_after_merge = 1;
-#endif
+    note_dropped(ctx, dropped);
 }
 
 void mpii_ctx_trim(mpii_context *ctx)
@@ -171,18 +181,11 @@ mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, con
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
         st = MPII_ERR_CORRUPT; /* the stage changed under us: never serve other bytes */
     uint8_t *buf = NULL;
-    size_t got = 0, want = (size_t)e->size;
+    size_t want = (size_t)e->size;
     if (st == MPII_OK && (buf = malloc(want ? want : 1)) == NULL)
         st = MPII_ERR_NOMEM;
-    while (st == MPII_OK && got < want) {
-        ssize_t r = read(fd, buf + got, want - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            st = r == 0 ? MPII_ERR_TRUNCATED : MPII_ERR_IO;
-        else
-            got += (size_t)r;
-    }
+    if (st == MPII_OK)
+        st = mpii_read_full(fd, buf, want);
     if (close(fd) != 0 && st == MPII_OK)
         st = MPII_ERR_IO;
     if (st != MPII_OK) {

@@ -712,10 +712,12 @@ static PyObject *Context_count_locked(ContextObject *self, PyObject *args)
 }
 LOCKED_METHOD(count)
 
-static PyObject *stats_dict(const mpii_stats *s)
+/* The counters as a dict, with known_bytes (what the rank holds privately). */
+static PyObject *stats_dict(const mpii_stats *s, uint64_t known_bytes)
 {
     return Py_BuildValue(
-        "{s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "known_bytes", (unsigned long long)known_bytes,
         "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
         "read_count", (unsigned long long)s->read_count, "read_s", s->read_s,
         "read_bytes", (unsigned long long)s->read_bytes,
@@ -735,15 +737,7 @@ static PyObject *Context_stats_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
     NEED_CTX(self);
-    PyObject *d = stats_dict(mpii_context_stats(self->ctx));
-    PyObject *kb = PyLong_FromUnsignedLongLong(mpii_context_known_bytes(self->ctx));
-    if (d == NULL || kb == NULL || PyDict_SetItemString(d, "known_bytes", kb) != 0) {
-        Py_XDECREF(d);
-        Py_XDECREF(kb);
-        return NULL;
-    }
-    Py_DECREF(kb);
-    return d;
+    return stats_dict(mpii_context_stats(self->ctx), mpii_context_known_bytes(self->ctx));
 }
 LOCKED_METHOD(stats)
 
@@ -798,15 +792,7 @@ static PyObject *core_zero_stats(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     const mpii_stats zero = {0};
-    PyObject *d = stats_dict(&zero);
-    PyObject *kb = PyLong_FromLong(0);
-    if (d == NULL || kb == NULL || PyDict_SetItemString(d, "known_bytes", kb) != 0) {
-        Py_XDECREF(d);
-        Py_XDECREF(kb);
-        return NULL;
-    }
-    Py_DECREF(kb);
-    return d;
+    return stats_dict(&zero, 0);
 }
 
 static PyObject *core_read_image(PyObject *module, PyObject *args)

@@ -1,13 +1,19 @@
 /* util.h — the small helpers the core and the transports share, written
- * once: a monotonic clock in seconds (timeouts, durations) and little-endian
- * integers in byte buffers (the image wire format, control messages).
+ * once: a monotonic clock in seconds (timeouts, durations), reading a whole
+ * file, and little-endian integers in byte buffers (the image wire format,
+ * control messages).
  * Header-only (static inline); clock_gettime needs _POSIX_C_SOURCE >= 199309L,
  * which the build defines. */
 #ifndef MPIIMPORT_UTIL_H
 #define MPIIMPORT_UTIL_H
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "mpiimport/status.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +27,22 @@ static inline double mpii_monotonic_s(void)
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
         return 0.0;
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Reads exactly len bytes from fd into buf (EINTR retried): MPII_OK,
+ * MPII_ERR_TRUNCATED when the file ends first, MPII_ERR_IO on an error. */
+static inline mpii_status mpii_read_full(int fd, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r == 0 ? MPII_ERR_TRUNCATED : MPII_ERR_IO;
+        got += (size_t)r;
+    }
+    return MPII_OK;
 }
 
 static inline void mpii_put_u16(uint8_t *p, uint16_t v)
