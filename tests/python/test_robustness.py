@@ -129,3 +129,22 @@ def test_dead_rank_survivors_finish(tmp_path):
     assert elapsed < 90, (elapsed, p.stderr[-3000:])
     # the stage (numpy's extension modules) and its registry are gone
     assert os.listdir(stage) == [], os.listdir(stage)
+
+
+def test_rank_0_dies_and_the_others_say_so(tmp_path):
+    """Rank 0 is SIGKILLed right after install(): the others import plainly and
+    their one message says that rank 0 went quiet or died (not that they
+    import in another order)."""
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+           "--enable-recovery", "-n", "3", PYTHON, os.path.join(JOBS, "dead_rank.py"), str(tmp_path), "0"]
+    stage = tmp_path / "stage"
+    stage.mkdir(mode=0o700)
+    env = job_env({"MPIIMPORT_TIMEOUT": "3", "MPIIMPORT_STAGE_DIR": str(stage)})
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    for r in (1, 2):
+        path = os.path.join(str(tmp_path), "rank%d.json" % r)
+        assert os.path.exists(path), "rank %d did not finish:\n%s" % (r, p.stderr[-3000:])
+    said = [l for l in p.stderr.splitlines() if l.startswith("mpiimport: rank ")]
+    assert said, p.stderr[-3000:]
+    assert all("rank 0 went quiet (it died" in l for l in said if "nothing from rank 0" in l), said
+    assert any("rank 0 went quiet (it died" in l for l in said), said
