@@ -228,7 +228,10 @@ mpii_status mpii_context_replay(mpii_context *ctx, const mpii_image *recorded, u
     uint64_t n_reused = 0, n_reread = 0;
     mpii_status st = MPII_OK;
     for (size_t i = 0; st == MPII_OK && i < mpii_image_count(recorded); i++) {
-        const mpii_entry *e = mpii_image_entry_at(recorded, i);
+        /* MPII_FILE_STAGED is this process's own note (serve.c), never a file's */
+        mpii_entry copy = *mpii_image_entry_at(recorded, i);
+        copy.flags &= ~MPII_FILE_STAGED;
+        const mpii_entry *e = &copy;
         struct stat sb;
         /* a stat-only entry needs no bytes; one whose bytes were left out does
          * (a recorded list's bytes, if it carries any, are never used) */

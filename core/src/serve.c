@@ -112,6 +112,16 @@ static void note_dropped(mpii_context *ctx, uint64_t dropped)
 
 void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
 {
+    /* MPII_FILE_STAGED is a local note only, never taken from a message */
+    for (size_t i = 0; i < mpii_image_count(msg); i++) {
+        const mpii_entry *e = mpii_image_entry_at(msg, i);
+        if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAGED)) {
+            mpii_entry plain = *e;
+            plain.flags &= ~MPII_FILE_STAGED;
+            if (mpii_image_add(msg, &plain) != MPII_OK) /* replaced in place */
+                return;
+        }
+    }
     if (ctx->rank == 0 || ctx->size < 2 || mpii_ctx_open_stage(ctx) != MPII_OK)
         return;
     uint64_t dropped = 0;

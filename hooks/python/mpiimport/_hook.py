@@ -198,7 +198,9 @@ class _Session:
                                "normally" % e)
 
     def count(self, name, n=1, seconds=0.0):
-        if not self.forked:  # a forked child's context is its parent's: untouched
+        # a forked child's context is its parent's (untouched); an ended
+        # session's may be closed (a late import at exit)
+        if not self.forked and not self.finished:
             self.ctx.count(name, n, seconds)
 
     def fallback(self, request, why):
@@ -528,9 +530,11 @@ class MpiFinder:
         return None
 
     def invalidate_caches(self):
-        with self._mpii.lock:
-            self._mpii.ctx.invalidate()
-            self._mpii.code_served.clear()
+        s = self._mpii
+        with s.lock:
+            if not s.finished:
+                s.ctx.invalidate()
+            s.code_served.clear()
         PathFinder.invalidate_caches()
 
     def find_distributions(self, context=None):

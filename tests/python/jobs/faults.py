@@ -21,6 +21,8 @@ if case == "fork":
     pid = os.fork()
     if pid == 0:
         os.close(r)
+        import importlib
+        importlib.invalidate_caches()   # the parent's finder is still on sys.meta_path
         import fractions
         import mpiimport as m
         os.write(w, json.dumps({"value": str(fractions.Fraction(1, 3)), "installed": m.installed(),
