@@ -3,7 +3,7 @@
 # demonstrates and benchmarks with (only those missing). Needs root, or sudo.
 set -euo pipefail
 PKGS=(cmake make gcc g++ pkg-config openmpi-bin libopenmpi-dev libgtest-dev libfuse3-dev fuse3 strace
-      python3-dev python3-numpy python3-scipy python3-mpi4py python3-pytest)
+      python3-dev python3-numpy python3-scipy python3-mpi4py python3-pytest python3-venv)
 # The benchmarks (scripts/bench.sh, startup_bench.sh, bcast_bench.sh): emufs needs
 # libfuse3-dev and fuse3 (fusermount3), above; run_bench.py's plot needs matplotlib.
 PKGS+=(python3-matplotlib)
