@@ -218,8 +218,7 @@ def run(as_json=False):
     _prefixes(checks, config)
     if under_launcher and config is not None and not config["disable"]:
         _self_test(checks)
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK",
-                                                                     os.environ.get("SLURM_PROCID", "0"))))
+    rank = _hook._launcher_rank_size()[0]
     failed = [c for c in checks if c["status"] == FAIL]
     if rank == 0 or failed:
         shown = checks if rank == 0 else failed
