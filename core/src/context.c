@@ -64,20 +64,15 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
         mpii_context_destroy(ctx);
         return st;
     }
-    /* The root's nonce names this job's stage directory, so a stale
-     * directory of an earlier job is never reused. */
     if ((st = mpii_ctx_hello(ctx, &ctx->nonce)) != MPII_OK) {
         set_err(err, err_cap, "hello broadcast", st);
         mpii_context_destroy(ctx);
         return st;
     }
-    int n = snprintf(ctx->stage_root, sizeof ctx->stage_root, "%s/mpiimport-%lu-%s-%016llx-n%d",
-                     cfg->stage_dir, (unsigned long)geteuid(), cfg->job_id,
-                     (unsigned long long)ctx->nonce, ctx->node.node_id);
-    if (n < 0 || (size_t)n >= sizeof ctx->stage_root) {
-        set_err(err, err_cap, "stage directory", MPII_ERR_TOOLONG);
+    if ((st = mpii_ctx_name_stage(ctx, ctx->nonce)) != MPII_OK) {
+        set_err(err, err_cap, "stage directory", st);
         mpii_context_destroy(ctx);
-        return MPII_ERR_TOOLONG;
+        return st;
     }
     /* This process uses the node's stage (its last survivor removes it),
      * and one rank per node removes what killed jobs of this user left. A
@@ -86,6 +81,20 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
     if (ctx->node.local_rank == 0)
         ctx->stats.swept = mpii_stage_sweep(cfg->stage_dir, "/dev/shm");
     *out = ctx;
+    return MPII_OK;
+}
+
+/* The root's nonce names this job's stage directory, so a stale directory
+ * of an earlier job is never reused. */
+mpii_status mpii_ctx_name_stage(mpii_context *ctx, uint64_t nonce)
+{
+    int n = snprintf(ctx->stage_root, sizeof ctx->stage_root, "%s/mpiimport-%lu-%s-%016llx-n%d",
+                     ctx->cfg.stage_dir, (unsigned long)geteuid(), ctx->cfg.job_id,
+                     (unsigned long long)nonce, ctx->node.node_id);
+    if (n < 0 || (size_t)n >= sizeof ctx->stage_root) {
+        ctx->stage_root[0] = '\0';
+        return MPII_ERR_TOOLONG;
+    }
     return MPII_OK;
 }
 

@@ -11,6 +11,8 @@
  *                      the end of the session
  *   serve.c            a non-root rank's file bytes live in the node's stage,
  *                      not in its private memory
+ *   node_index.c       messages reach a node's leader only; its other ranks
+ *                      read their facts from the node's index
  *   stage_extension.c  extension modules: the $ORIGIN dependency walk, and
  *                      staging through stage.c */
 #ifndef MPIIMPORT_CONTEXT_INTERNAL_H
@@ -50,6 +52,8 @@ struct mpii_context {
     int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
     int registered;  /* this process is in the stage's registry (stage_registry.c) */
     int trim_after_merge; /* serve.c: a message's file bytes went to the stage */
+    int node_relay;  /* this node has no stage (it cannot be made): its leader relays
+                        whole messages over the transport instead of the index */
     mpii_stats stats;
 };
 
@@ -92,6 +96,22 @@ void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg);
  * read go to its node's stage too, and only the facts stay. */
 void mpii_ctx_serve_sent(mpii_context *ctx);
 void mpii_ctx_trim(mpii_context *ctx);
+
+/* node_index.c: the facts of each message, written by the node's leader into
+ * the node's stage for the node's other ranks. wanted: this rank is a leader
+ * with others on its node. write: record seq holds buf. facts: record seq
+ * holds msg serialised. read: waits up to timeout_s (< 0: for ever) for
+ * record seq; *buf is malloc'd. */
+int mpii_ctx_index_wanted(const mpii_context *ctx);
+mpii_status mpii_ctx_index_write(mpii_context *ctx, uint64_t seq, const uint8_t *buf, size_t len);
+mpii_status mpii_ctx_index_facts(mpii_context *ctx, const mpii_image *msg, uint64_t seq,
+                                 const char *label);
+void mpii_ctx_index_mark_failed(mpii_context *ctx, uint64_t seq);
+mpii_status mpii_ctx_index_read(mpii_context *ctx, uint64_t seq, double timeout_s, void **buf,
+                                size_t *len);
+
+/* context.c: the node's stage directory, named after the job's nonce. */
+mpii_status mpii_ctx_name_stage(mpii_context *ctx, uint64_t nonce);
 
 /* distribute.c: collective, at create: every rank gets the root's nonce. */
 mpii_status mpii_ctx_hello(mpii_context *ctx, uint64_t *nonce);

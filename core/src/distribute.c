@@ -1,10 +1,13 @@
 /* distribute.c — the DISTRIBUTE stage: the messages between the root and the
- * other ranks over the transport. The hello (the job nonce) at create; the
- * root's flush of the outgoing facts as one serialised image, broadcast
+ * other ranks. The hello (the job nonce) at create; the root's flush of the
+ * outgoing facts as one serialised image, broadcast to the node leaders
  * without waiting (pending sends completed later); the others' receive and
- * merge into their knowledge; freezing (no more messages); and the end of the
- * session: the END marker and the drain to it (so the broadcast counts always
- * match), the node barrier and the removal of the node's stage. */
+ * merge into their knowledge — a leader over the transport, staging the
+ * bytes and writing the facts to its node's index, every other rank from
+ * that index (node_index.c), so it receives nothing over the transport;
+ * freezing (no more messages); and the end of the session: the END marker
+ * and the drain to it (so the broadcast counts always match), the node
+ * barrier and the removal of the node's stage. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,7 @@
 /* The control messages: 8 bytes of magic, a u64 (the nonce; the last sequence
  * number sent). */
 #define HELLO_MAGIC "MPIIHELO"
+#define HELLO_RELAY_MAGIC "MPIIHELR" /* to a node whose stage cannot be made */
 #define END_MAGIC "MPIIEND!"
 #define CTRL_SIZE 16
 
@@ -41,11 +45,18 @@ static uint64_t make_nonce(void)
     return v;
 }
 
-/* A blocking broadcast with the configured timeout, for the control messages. */
-static mpii_status bcast_ctrl(mpii_context *ctx, uint8_t msg[CTRL_SIZE])
+static int is_leader(const mpii_context *ctx) { return ctx->node.local_rank == 0; }
+
+/* Messages go over the transport only between nodes. */
+static int leaders_bcast(const mpii_context *ctx) { return ctx->node.node_count > 1; }
+
+/* A blocking group broadcast with the configured timeout, for the control
+ * messages: among the leaders (from rank 0) or within the node (from its
+ * leader). */
+static mpii_status bcast_ctrl(mpii_context *ctx, int group, uint8_t msg[CTRL_SIZE])
 {
     mpii_bcast_req *req = NULL;
-    mpii_status st = ctx->ops->bcast_start(ctx->transport, 0, msg, CTRL_SIZE, &req);
+    mpii_status st = ctx->ops->group_bcast_start(ctx->transport, group, msg, CTRL_SIZE, &req);
     if (st != MPII_OK)
         return st;
     void *buf = NULL;
@@ -53,7 +64,8 @@ static mpii_status bcast_ctrl(mpii_context *ctx, uint8_t msg[CTRL_SIZE])
     st = ctx->ops->bcast_wait(ctx->transport, req, ctx->cfg.timeout_s, &buf, &len);
     if (st != MPII_OK)
         return st;
-    if (ctx->rank != 0) {
+    int root = group == MPII_GROUP_LEADERS ? ctx->rank == 0 : is_leader(ctx);
+    if (!root) {
         if (len != CTRL_SIZE) {
             free(buf);
             return MPII_ERR_CORRUPT;
@@ -70,11 +82,26 @@ mpii_status mpii_ctx_hello(mpii_context *ctx, uint64_t *nonce)
     memcpy(hello, HELLO_MAGIC, 8);
     mpii_put_u64(hello + 8, make_nonce());
     mpii_status st;
-    if (ctx->size > 1 && (st = bcast_ctrl(ctx, hello)) != MPII_OK)
+    /* rank 0 to the leaders, each leader to its node */
+    if (ctx->size > 1 && is_leader(ctx) && leaders_bcast(ctx) &&
+        (st = bcast_ctrl(ctx, MPII_GROUP_LEADERS, hello)) != MPII_OK)
         return st;
     if (memcmp(hello, HELLO_MAGIC, 8) != 0)
         return MPII_ERR_CORRUPT;
     *nonce = mpii_get_u64(hello + 8);
+    if (ctx->size > 1 && ctx->node.local_size > 1) {
+        /* The node's index lives in its stage: a leader that cannot make it
+         * relays whole messages to its node over the transport instead. */
+        if (is_leader(ctx) && (st = mpii_ctx_name_stage(ctx, *nonce)) == MPII_OK &&
+            mpii_ctx_open_stage(ctx) != MPII_OK)
+            memcpy(hello, HELLO_RELAY_MAGIC, 8);
+        if ((st = bcast_ctrl(ctx, MPII_GROUP_NODE, hello)) != MPII_OK)
+            return st;
+        ctx->node_relay = memcmp(hello, HELLO_RELAY_MAGIC, 8) == 0;
+        if (!ctx->node_relay && memcmp(hello, HELLO_MAGIC, 8) != 0)
+            return MPII_ERR_CORRUPT;
+        *nonce = mpii_get_u64(hello + 8);
+    }
     return MPII_OK;
 }
 
@@ -112,8 +139,9 @@ static mpii_status progress_sends(mpii_context *ctx, double timeout_s)
     return result;
 }
 
-/* Root: starts broadcasting buf (taken over: freed once sent, or on error). */
-static mpii_status start_send(mpii_context *ctx, uint8_t *buf, size_t len)
+/* Starts broadcasting buf to a group (taken over: freed once sent, or on
+ * error); completed by progress_sends. */
+static mpii_status start_group_send(mpii_context *ctx, int group, uint8_t *buf, size_t len)
 {
     if (ctx->nsends == ctx->sends_cap) {
         size_t nc = ctx->sends_cap ? ctx->sends_cap * 2 : 8;
@@ -127,17 +155,45 @@ static mpii_status start_send(mpii_context *ctx, uint8_t *buf, size_t len)
     }
     double t0 = mpii_monotonic_s();
     mpii_bcast_req *req = NULL;
-    mpii_status st = ctx->ops->bcast_start(ctx->transport, 0, buf, len, &req);
+    mpii_status st = ctx->ops->group_bcast_start(ctx->transport, group, buf, len, &req);
     if (st != MPII_OK) {
         free(buf);
         return st;
     }
     ctx->sends[ctx->nsends++] = (struct pending_send){req, buf};
-    ctx->stats.bcast_count++;
-    ctx->stats.bcast_bytes += len;
     st = progress_sends(ctx, 0);
     ctx->stats.bcast_s += mpii_monotonic_s() - t0;
     return st == MPII_ERR_TIMEOUT ? MPII_OK : st;
+}
+
+/* A leader of a relaying node (no stage, so no index): the whole message,
+ * a copy of buf, to the node's other ranks. */
+static mpii_status relay_to_node(mpii_context *ctx, const void *buf, size_t len)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (copy == NULL)
+        return MPII_ERR_NOMEM;
+    if (len > 0)
+        memcpy(copy, buf, len);
+    return start_group_send(ctx, MPII_GROUP_NODE, copy, len);
+}
+
+/* Root: a message (buf taken over) to the other leaders, and to its own
+ * node when that node relays. */
+static mpii_status start_send(mpii_context *ctx, uint8_t *buf, size_t len)
+{
+    ctx->stats.bcast_count++;
+    ctx->stats.bcast_bytes += len;
+    mpii_status st = MPII_OK;
+    if (ctx->node_relay && (st = relay_to_node(ctx, buf, len)) != MPII_OK) {
+        free(buf);
+        return st;
+    }
+    if (!leaders_bcast(ctx)) {
+        free(buf); /* one node: its index (or relay) is the only way out */
+        return MPII_OK;
+    }
+    return start_group_send(ctx, MPII_GROUP_LEADERS, buf, len);
 }
 
 static mpii_status flush(mpii_context *ctx, const char *label, int always)
@@ -164,9 +220,16 @@ static mpii_status flush(mpii_context *ctx, const char *label, int always)
     if (st != MPII_OK)
         return st;
     mpii_ctx_serve_sent(ctx);
+    ctx->seq_sent++;
+    /* This node's other ranks: the facts, from the index (the bytes are
+     * staged). Sent first: the leaders' broadcast needs no more of them. */
+    if (mpii_ctx_index_wanted(ctx) &&
+        mpii_ctx_index_facts(ctx, ctx->outgoing, ctx->seq_sent, label) != MPII_OK) {
+        mpii_ctx_index_mark_failed(ctx, ctx->seq_sent);
+        ctx->node_relay = 1; /* start_send relays this message and the later ones */
+    }
     mpii_image_clear(ctx->outgoing);
     mpii_ctx_trim(ctx);
-    ctx->seq_sent++;
     return start_send(ctx, buf, len);
 }
 
@@ -179,13 +242,70 @@ mpii_status mpii_context_flush_always(mpii_context *ctx, const char *label)
 
 void mpii_context_freeze(mpii_context *ctx)
 {
-    if (ctx != NULL)
-        ctx->frozen = 1;
+    if (ctx == NULL)
+        return;
+    ctx->frozen = 1;
+    /* A relaying leader's copy of the one message: its node's ranks are
+     * taking it now, in install(); the root's completes as the leaders take it. */
+    if (ctx->rank != 0 && ctx->nsends > 0) {
+        mpii_status st = progress_sends(ctx, ctx->cfg.timeout_s);
+        (void)st; /* still pending: finish completes or reports it */
+    }
 }
 
 int mpii_context_frozen(const mpii_context *ctx) { return ctx != NULL && ctx->frozen; }
 
 /* ---- in: the other ranks ---- */
+
+/* Takes the next message in: a leader, or a rank of a relaying node, over
+ * the transport (*via_transport set); any other rank from the node's index.
+ * A reader that finds the index record marked failed (its leader could not
+ * write it) turns to the relay for it and every later message. */
+static mpii_status take_next(mpii_context *ctx, double timeout_s, void **buf, size_t *len,
+                             int *via_transport)
+{
+    mpii_status st;
+    if (!is_leader(ctx) && !ctx->node_relay) {
+        st = mpii_ctx_index_read(ctx, ctx->seq_received + 1, timeout_s, buf, len);
+        if (st != MPII_ERR_NOSPACE)
+            return st;
+        ctx->node_relay = 1;
+    }
+    *via_transport = 1;
+    int group = is_leader(ctx) ? MPII_GROUP_LEADERS : MPII_GROUP_NODE;
+    if (ctx->receiving == NULL &&
+        (st = ctx->ops->group_bcast_start(ctx->transport, group, NULL, 0, &ctx->receiving)) != MPII_OK) {
+        ctx->receiving = NULL;
+        return st;
+    }
+    st = ctx->ops->bcast_wait(ctx->transport, ctx->receiving, timeout_s, buf, len);
+    if (st == MPII_ERR_TIMEOUT)
+        return st;
+    ctx->receiving = NULL;
+    if (st == MPII_OK)
+        ctx->stats.received_bytes += *len;
+    return st;
+}
+
+/* A leader: message seq (buf, len: as received; msg: its facts once the
+ * bytes are staged, or NULL for the END marker) to the node's other ranks,
+ * through the index, or relayed whole when the index cannot take it. */
+static mpii_status pass_to_node(mpii_context *ctx, uint64_t seq, const void *buf, size_t len,
+                                const mpii_image *msg, const char *label)
+{
+    if (ctx->size < 2 || ctx->node.local_size < 2 || !is_leader(ctx))
+        return MPII_OK;
+    if (!ctx->node_relay) {
+        mpii_status st = msg != NULL ? mpii_ctx_index_facts(ctx, msg, seq, label)
+                                     : mpii_ctx_index_write(ctx, seq, buf, len);
+        if (st == MPII_OK)
+            return MPII_OK;
+        /* From this record on the node is relayed: its readers see the mark. */
+        mpii_ctx_index_mark_failed(ctx, seq);
+        ctx->node_relay = 1;
+    }
+    return relay_to_node(ctx, buf, len);
+}
 
 mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *label, size_t label_cap)
 {
@@ -196,40 +316,46 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
     if (ctx->ended || ctx->frozen)
         return MPII_ERR_ENDED;
     double t0 = mpii_monotonic_s();
-    mpii_status st;
-    if (ctx->receiving == NULL &&
-        (st = ctx->ops->bcast_start(ctx->transport, 0, NULL, 0, &ctx->receiving)) != MPII_OK) {
-        ctx->receiving = NULL;
-        return st;
-    }
     void *buf = NULL;
     size_t len = 0;
-    st = ctx->ops->bcast_wait(ctx->transport, ctx->receiving, timeout_s, &buf, &len);
+    int via_transport = 0;
+    mpii_status st = take_next(ctx, timeout_s, &buf, &len, &via_transport);
     ctx->stats.bcast_s += mpii_monotonic_s() - t0;
-    if (st == MPII_ERR_TIMEOUT)
-        return st;
-    ctx->receiving = NULL;
     if (st != MPII_OK)
         return st;
     ctx->stats.bcast_count++;
     ctx->stats.bcast_bytes += len;
     if (len == CTRL_SIZE && memcmp(buf, END_MAGIC, 8) == 0) {
         ctx->ended = 1;
+        /* and to the node: the END record follows the last message's */
+        st = pass_to_node(ctx, ctx->seq_received + 1, buf, len, NULL, NULL);
         free(buf);
-        return MPII_ERR_ENDED;
+        return st != MPII_OK ? st : MPII_ERR_ENDED;
     }
     mpii_image *msg = NULL;
     uint64_t seq = 0;
+    char own_label[256];
+    if (label == NULL || label_cap == 0) {
+        label = own_label;
+        label_cap = sizeof own_label;
+    }
     st = mpii_image_parse(buf, len, &msg, &seq, label, label_cap);
-    free(buf);
-    if (st != MPII_OK)
-        return st;
-    if (seq != ctx->seq_received + 1) {
+    if (st == MPII_OK && seq != ctx->seq_received + 1) {
         mpii_image_destroy(msg);
-        return MPII_ERR_CORRUPT;
+        st = MPII_ERR_CORRUPT;
+    }
+    if (st != MPII_OK) {
+        free(buf);
+        return st;
     }
     ctx->seq_received = seq;
-    mpii_ctx_serve_from_stage(ctx, msg); /* unlocked: msg is this call's own */
+    /* A message from the transport: its file bytes go to the stage (and its
+     * MPII_FILE_STAGED notes are dropped); the index's facts are this node's
+     * own. Unlocked: msg is this call's own. */
+    if (via_transport)
+        mpii_ctx_serve_from_stage(ctx, msg);
+    mpii_status pst = pass_to_node(ctx, seq, buf, len, msg, label);
+    free(buf);
     /* The wait above ran unlocked (a reader in another thread goes on); the
      * merge moves entries, so it holds the lock readers hold. */
     mpii_context_lock(ctx);
@@ -237,10 +363,15 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
     mpii_context_unlock(ctx);
     mpii_image_destroy(msg);
     mpii_ctx_trim(ctx);
-    return st;
+    return st != MPII_OK ? st : pst;
 }
 
 /* ---- end of session ---- */
+
+static int index_failure(mpii_status st)
+{
+    return st == MPII_ERR_NOSPACE || st == MPII_ERR_IO || st == MPII_ERR_UNSAFE;
+}
 
 mpii_status mpii_context_leave_node(mpii_context *ctx)
 {
@@ -280,6 +411,11 @@ mpii_status mpii_context_finish(mpii_context *ctx)
                 return MPII_ERR_NOMEM;
             memcpy(end, END_MAGIC, 8);
             mpii_put_u64(end + 8, ctx->seq_sent);
+            if (st == MPII_OK && mpii_ctx_index_wanted(ctx) &&
+                mpii_ctx_index_write(ctx, ctx->seq_sent + 1, end, CTRL_SIZE) != MPII_OK) {
+                mpii_ctx_index_mark_failed(ctx, ctx->seq_sent + 1);
+                ctx->node_relay = 1;
+            }
             if (st == MPII_OK)
                 st = start_send(ctx, end, CTRL_SIZE);
             else
@@ -293,13 +429,18 @@ mpii_status mpii_context_finish(mpii_context *ctx)
                 ;
             if (st != MPII_ERR_ENDED)
                 result = st;
+            /* a relaying leader: its node's copies */
+            if (ctx->nsends > 0 && (st = progress_sends(ctx, timeout)) != MPII_OK && result == MPII_OK)
+                result = st;
         }
-    } else if (ctx->size > 1 && ctx->rank == 0) {
-        /* Frozen: every rank took the one message at install(); complete it. */
+    } else if (ctx->size > 1 && ctx->nsends > 0) {
+        /* Frozen: every rank took the one message at install(); complete it
+         * (the root's, or a relaying leader's copy for its node). */
         result = progress_sends(ctx, timeout);
     }
     /* Nobody on this node uses the stage any more once all have arrived. */
     st = ctx->ops->node_barrier(ctx->transport, timeout);
+    int node_here = st == MPII_OK;
     if (st != MPII_OK && result == MPII_OK)
         result = st;
     if (st != MPII_OK) {
@@ -323,8 +464,10 @@ mpii_status mpii_context_finish(mpii_context *ctx)
             result = st;
     }
     /* A finish that failed means some rank did not answer in time: it may
-     * be dead, so destroy must not wait for it (see there). */
-    if (result != MPII_OK)
+     * be dead, so destroy must not wait for it (see there). A node's index
+     * that could not be written or read is this node's own failure, and the
+     * barrier above says every rank of it is here. */
+    if (result != MPII_OK && !(node_here && index_failure(result)))
         ctx->unclean = 1;
     return result;
 }

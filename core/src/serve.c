@@ -1,6 +1,8 @@
 /* serve.c — a node's ranks serve file bytes from the node's stage.
  *
- * Rank 0 does the same with what it read, once it has sent it.
+ * Rank 0 does the same with what it read, once it has sent it. Only node
+ * leaders receive messages (node_index.c): what they stage here, the other
+ * ranks of the node find through the node's index.
  *
  * A non-root rank that receives a message does not keep the bytes of the
  * files in it: each file is written once per node into the node's stage, at
@@ -112,7 +114,9 @@ static void note_dropped(mpii_context *ctx, uint64_t dropped)
 
 void mpii_ctx_serve_from_stage(mpii_context *ctx, mpii_image *msg)
 {
-    /* MPII_FILE_STAGED is a local note only, never taken from a message */
+    /* MPII_FILE_STAGED is a local note only, never taken from a message
+     * (the node's index, read from this node's stage, is not a message: see
+     * node_index.c) */
     for (size_t i = 0; i < mpii_image_count(msg); i++) {
         const mpii_entry *e = mpii_image_entry_at(msg, i);
         if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAGED)) {
@@ -147,11 +151,18 @@ void mpii_ctx_serve_sent(mpii_context *ctx)
         if (sent->kind != MPII_ENTRY_FILE || (sent->flags & MPII_FILE_STAT_ONLY) || sent->data_len == 0)
             continue;
         const mpii_entry *e = mpii_image_lookup(ctx->known, MPII_ENTRY_FILE, sent->path);
-        if (e == NULL || (e->flags & (MPII_FILE_STAT_ONLY | MPII_FILE_STAGED)) || e->data_len == 0 ||
-            stage_bytes(ctx, e) != MPII_OK)
+        if (e == NULL || (e->flags & MPII_FILE_STAT_ONLY))
             continue;
-        dropped += e->data_len;
-        if (keep_fact_only(ctx->known, e) != MPII_OK)
+        if (!(e->flags & MPII_FILE_STAGED)) {
+            if (e->data_len == 0 || stage_bytes(ctx, e) != MPII_OK)
+                continue;
+            dropped += e->data_len;
+            if (keep_fact_only(ctx->known, e) != MPII_OK)
+                break;
+        }
+        /* The message is serialised already: what is left of the outgoing
+         * image is its facts, for the node's index (node_index.c). */
+        if (keep_fact_only(ctx->outgoing, sent) != MPII_OK)
             break;
     }
     note_dropped(ctx, dropped);

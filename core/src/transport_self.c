@@ -49,6 +49,14 @@ static mpii_status self_bcast_start(mpii_transport *t, int root, const void *buf
     return MPII_OK;
 }
 
+static mpii_status self_group_bcast_start(mpii_transport *t, int group, const void *buf,
+                                          size_t len, mpii_bcast_req **req)
+{
+    if (group != MPII_GROUP_LEADERS && group != MPII_GROUP_NODE)
+        return MPII_ERR_INVALID;
+    return self_bcast_start(t, 0, buf, len, req);
+}
+
 static mpii_status self_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
                                    void **buf, size_t *len)
 {
@@ -79,6 +87,7 @@ const mpii_transport_ops mpii_self_ops = {
     .node_info = self_node_info,
     .bcast_start = self_bcast_start,
     .bcast_wait = self_bcast_wait,
+    .group_bcast_start = self_group_bcast_start,
     .barrier = self_barrier,
     .node_barrier = self_barrier,
     .finalize = self_finalize,

@@ -716,13 +716,16 @@ LOCKED_METHOD(count)
 static PyObject *stats_dict(const mpii_stats *s, uint64_t known_bytes)
 {
     return Py_BuildValue(
-        "{s:K,s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:K,s:d,s:K,s:d,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "known_bytes", (unsigned long long)known_bytes,
         "find_count", (unsigned long long)s->find_count, "find_s", s->find_s,
         "read_count", (unsigned long long)s->read_count, "read_s", s->read_s,
         "read_bytes", (unsigned long long)s->read_bytes,
         "bcast_count", (unsigned long long)s->bcast_count, "bcast_s", s->bcast_s,
         "bcast_bytes", (unsigned long long)s->bcast_bytes,
+        "received_bytes", (unsigned long long)s->received_bytes,
+        "index_records", (unsigned long long)s->index_records,
+        "index_bytes", (unsigned long long)s->index_bytes,
         "load_count", (unsigned long long)s->load_count, "load_s", s->load_s,
         "fs_calls", (unsigned long long)s->fs_calls, "fs_calls_saved", (unsigned long long)s->fs_calls_saved,
         "gaps", (unsigned long long)s->gaps, "fallbacks", (unsigned long long)s->fallbacks,

@@ -18,7 +18,13 @@
  * (root starts three back to back; receivers one by one, or all three then
  * waits in reverse order, with mixed roots); timeouts that leave a broadcast
  * pending and resumable; node_info with real and simulated (ranks_per_node =
- * 2) nodes; barrier and node_barrier.
+ * 2) nodes; barrier and node_barrier; group broadcasts (group_bcast_start,
+ * skipped while a transport lacks it) with simulated and real nodes: LEADERS
+ * from rank 0 to every leader, NODE from each leader to its node (payload
+ * seeded by node id), sizes 0, 100, 9000 and 3 MiB, the two groups and a
+ * world broadcast outstanding at once and started in different orders on
+ * different ranks, and MPII_ERR_INVALID for a non-leader's LEADERS call and
+ * for an unknown group.
  *
  * Every payload is a xorshift stream seeded by root, size and a tag, so a
  * message delivered to the wrong broadcast or shifted is detected. Exit code
@@ -426,6 +432,152 @@ static void check_node_info(test_ctx *c, mpii_transport *t, int ranks_per_node)
     }
 }
 
+/* ---- group broadcasts ---------------------------------------------------- */
+
+/* Starts a group broadcast; fatal unless it is accepted. */
+static mpii_bcast_req *group_start(test_ctx *c, mpii_transport *t, int group, const void *src,
+                                   size_t len, const char *what)
+{
+    mpii_bcast_req *req = NULL;
+    mpii_status st = c->ops->group_bcast_start(t, group, src, len, &req);
+    if (st != MPII_OK)
+        fatal(c, what, st);
+    return req;
+}
+
+/* Waits for a broadcast (world or group); receivers check the message. */
+static void group_wait(test_ctx *c, mpii_transport *t, mpii_bcast_req *req, int is_root,
+                       const char *what, int root, size_t len, uint64_t seed)
+{
+    void *buf = NULL;
+    size_t got = 0;
+    mpii_status st = c->ops->bcast_wait(t, req, WAIT_S, &buf, &got);
+    if (st != MPII_OK)
+        fatal(c, what, st);
+    if (!is_root)
+        check_received(c, what, root, buf, got, len, seed);
+    free(buf);
+}
+
+/* group_bcast_start on t (nodes of ranks_per_node ranks, or real ones for 0):
+ * LEADERS from rank 0 to every leader, NODE from every leader to its node,
+ * then both groups and a world broadcast outstanding at once. */
+static void test_group_bcast(test_ctx *c, mpii_transport *t, int ranks_per_node)
+{
+    if (c->ops->group_bcast_start == NULL) {
+        if (c->rank == 0)
+            printf("test_bcast: transport %s has no group_bcast_start: group cases skipped\n",
+                   c->ops->name);
+        return;
+    }
+    mpii_node_info ni;
+    mpii_status st = c->ops->node_info(t, &ni);
+    if (st != MPII_OK)
+        fatal(c, "node_info (group bcast)", st);
+    const int leader = ni.local_rank == 0;
+    /* The node's root: its lowest world rank (asked of MPI, not the transport). */
+    MPI_Comm node_comm = MPI_COMM_NULL;
+    int node_root = -1;
+    if (MPI_Comm_split(MPI_COMM_WORLD, ni.node_id, c->rank, &node_comm) != MPI_SUCCESS ||
+        MPI_Allreduce(&c->rank, &node_root, 1, MPI_INT, MPI_MIN, node_comm) != MPI_SUCCESS ||
+        MPI_Comm_free(&node_comm) != MPI_SUCCESS)
+        fatal(c, "MPI_Comm_split/Allreduce (node root)", MPII_ERR_TRANSPORT);
+    CHECK(c, leader == (c->rank == node_root),
+          "rpn %d: local_rank %d, but node %d's lowest rank is %d", ranks_per_node,
+          ni.local_rank, ni.node_id, node_root);
+    if (ranks_per_node > 0)
+        CHECK(c, node_root == ni.node_id * ranks_per_node, "rpn %d: node %d's leader is %d",
+              ranks_per_node, ni.node_id, node_root);
+    char what[128];
+
+    /* Who may not take part is told so, and nothing starts. */
+    mpii_bcast_req *req = NULL;
+    unsigned char byte = 0x5a;
+    if (!leader) {
+        st = c->ops->group_bcast_start(t, MPII_GROUP_LEADERS, &byte, 1, &req);
+        CHECK(c, st == MPII_ERR_INVALID,
+              "rpn %d: LEADERS group_bcast_start on a non-leader returned %d (%s), expected "
+              "INVALID",
+              ranks_per_node, (int)st, mpii_strerror(st));
+        if (st == MPII_OK)
+            fatal(c, "group_bcast_start (LEADERS on a non-leader was accepted)", MPII_ERR_INVALID);
+    }
+    const int bad_groups[2] = {0, 3};
+    for (int i = 0; i < 2; i++) {
+        req = NULL;
+        st = c->ops->group_bcast_start(t, bad_groups[i], &byte, 1, &req);
+        CHECK(c, st == MPII_ERR_INVALID,
+              "rpn %d: group_bcast_start of group %d returned %d (%s), expected INVALID",
+              ranks_per_node, bad_groups[i], (int)st, mpii_strerror(st));
+        if (st == MPII_OK)
+            fatal(c, "group_bcast_start (an unknown group was accepted)", MPII_ERR_INVALID);
+    }
+
+    const size_t sizes[] = {0, 100, 9000, 3 * MIB};
+    const size_t nsizes = sizeof sizes / sizeof sizes[0];
+    /* LEADERS: rank 0 to every leader; the other ranks sit it out. */
+    if (leader) {
+        CHECK(c, ni.node_id != 0 || c->rank == 0, "rpn %d: node 0's leader is rank %d",
+              ranks_per_node, c->rank);
+        for (size_t i = 0; i < nsizes; i++) {
+            uint64_t seed = seed_of(0, sizes[i], 40);
+            unsigned char *src = c->rank == 0 ? make_payload(c, sizes[i], seed) : NULL;
+            (void)snprintf(what, sizeof what, "rpn %d LEADERS bcast of %zu bytes",
+                           ranks_per_node, sizes[i]);
+            req = group_start(c, t, MPII_GROUP_LEADERS, src, sizes[i], what);
+            group_wait(c, t, req, c->rank == 0, what, 0, sizes[i], seed);
+            free(src);
+        }
+    }
+    /* NODE: each leader to its node, seeded by node id, so that a message
+     * from another node's leader is detected. */
+    for (size_t i = 0; i < nsizes; i++) {
+        uint64_t seed = seed_of(ni.node_id, sizes[i], 41);
+        unsigned char *src = leader ? make_payload(c, sizes[i], seed) : NULL;
+        (void)snprintf(what, sizeof what, "rpn %d NODE bcast of %zu bytes on node %d",
+                       ranks_per_node, sizes[i], ni.node_id);
+        req = group_start(c, t, MPII_GROUP_NODE, src, sizes[i], what);
+        group_wait(c, t, req, leader, what, node_root, sizes[i], seed);
+        free(src);
+    }
+
+    /* Interleaved: a leader starts a LEADERS receive (rank 0: the send),
+     * then a world broadcast, then its NODE send, and waits in reverse
+     * order; the other ranks start the NODE receive before the world
+     * broadcast. Only independent orders let all of them complete. */
+    const size_t lead_len = 3 * MIB + 11, node_len = 9000, world_len = 20000;
+    const int world_root = c->size - 1;
+    uint64_t lead_seed = seed_of(0, lead_len, 42);
+    uint64_t node_seed = seed_of(ni.node_id, node_len, 43);
+    uint64_t world_seed = seed_of(world_root, world_len, 44);
+    unsigned char *lead_src = c->rank == 0 ? make_payload(c, lead_len, lead_seed) : NULL;
+    unsigned char *node_src = leader ? make_payload(c, node_len, node_seed) : NULL;
+    unsigned char *world_src =
+        c->rank == world_root ? make_payload(c, world_len, world_seed) : NULL;
+    mpii_bcast_req *lead_req = NULL, *node_req = NULL, *world_req = NULL;
+    (void)snprintf(what, sizeof what, "rpn %d interleaved LEADERS", ranks_per_node);
+    if (leader)
+        lead_req = group_start(c, t, MPII_GROUP_LEADERS, lead_src, lead_len, what);
+    else
+        node_req = group_start(c, t, MPII_GROUP_NODE, NULL, 0, "interleaved NODE");
+    if ((st = c->ops->bcast_start(t, world_root, world_src, world_len, &world_req)) != MPII_OK)
+        fatal(c, "bcast_start (interleaved with group broadcasts)", st);
+    if (leader)
+        node_req = group_start(c, t, MPII_GROUP_NODE, node_src, node_len, "interleaved NODE");
+    (void)snprintf(what, sizeof what, "rpn %d interleaved NODE on node %d", ranks_per_node,
+                   ni.node_id);
+    group_wait(c, t, node_req, leader, what, node_root, node_len, node_seed);
+    (void)snprintf(what, sizeof what, "rpn %d interleaved world", ranks_per_node);
+    group_wait(c, t, world_req, c->rank == world_root, what, world_root, world_len, world_seed);
+    if (leader) {
+        (void)snprintf(what, sizeof what, "rpn %d interleaved LEADERS", ranks_per_node);
+        group_wait(c, t, lead_req, c->rank == 0, what, 0, lead_len, lead_seed);
+    }
+    free(lead_src);
+    free(node_src);
+    free(world_src);
+}
+
 static void check_barriers(test_ctx *c, mpii_transport *t)
 {
     mpii_status st = c->ops->barrier(t, WAIT_S);
@@ -492,7 +644,10 @@ int main(int argc, char **argv)
     check_barriers(&c, t2);
     for (int root = 0; root < c.size; root++)
         one_bcast(&c, t2, root, INLINE_GUESS + 5, 2);
+    test_group_bcast(&c, t2, 2);
+    check_barriers(&c, t2);
     c.ops->finalize(t2);
+    test_group_bcast(&c, c.t, 0);
 
     test_sizes(&c);
     test_small_chunk(&c);

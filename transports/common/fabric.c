@@ -1,7 +1,10 @@
 /* fabric.c — the transport skeleton of the fabric transports (ofi, ucx):
  * init, the forwarding of rank, size, node info, broadcasts and barriers to
  * the PMIx bootstrap (pmix_boot.h) and the tree (tree_bcast.h), finalize, and
- * the error-sentence helper they and the bootstrap share (fabric.h).
+ * the error-sentence helper they and the bootstrap share (fabric.h). Group
+ * broadcasts map onto the tree's groups: MPII_GROUP_LEADERS is tree group 1
+ * over the bootstrap's leader list, MPII_GROUP_NODE tree group 2 over this
+ * node's ranks.
  *
  * A transport instance holds its driver, the bootstrap, the driver's p2p
  * layer and the tree over it. Teardown order: the tree first (it stops its
@@ -28,6 +31,7 @@ struct mpii_transport {
     mpii_tree *tree;
     mpii_node_info node;
     const int *node_ranks; /* owned by boot */
+    const int *leaders;    /* node.node_count world ranks, by node id; owned by boot */
     int rank;
     int size;
 };
@@ -154,6 +158,15 @@ mpii_status mpii_fabric_init(const mpii_fabric_driver *driver,
                             name, mpii_strerror(st));
         goto fail;
     }
+    int leader_count = 0;
+    st = mpii_pmix_boot_leaders(t->boot, &t->leaders, &leader_count);
+    if (st == MPII_OK && (t->leaders == NULL || leader_count != t->node.node_count))
+        st = MPII_ERR_CORRUPT;
+    if (st != MPII_OK) {
+        mpii_fabric_set_err(err, err_cap, "%s transport: node leaders through PMIx failed: %s",
+                            name, mpii_strerror(st));
+        goto fail;
+    }
     const mpii_p2p_ops *ops = NULL;
     size_t max_chunk = 0;
     st = driver->open(t->boot, options, &ops, &t->p2p, &max_chunk, err, err_cap);
@@ -199,6 +212,26 @@ mpii_status mpii_fabric_bcast_start(mpii_transport *t, int root, const void *buf
     if (t == NULL || req == NULL || root < 0 || root >= t->size)
         return MPII_ERR_INVALID;
     return mpii_tree_bcast_start(t->tree, root, buf, len, req);
+}
+
+mpii_status mpii_fabric_group_bcast_start(mpii_transport *t, int group, const void *buf,
+                                          size_t len, mpii_bcast_req **req)
+{
+    if (req != NULL)
+        *req = NULL;
+    if (t == NULL || req == NULL)
+        return MPII_ERR_INVALID;
+    switch (group) {
+    case MPII_GROUP_LEADERS:
+        if (t->node.local_rank != 0)
+            return MPII_ERR_INVALID; /* leaders only */
+        return mpii_tree_group_bcast_start(t->tree, MPII_GROUP_LEADERS, t->leaders,
+                                           t->node.node_count, buf, len, req);
+    case MPII_GROUP_NODE:
+        return mpii_tree_group_bcast_start(t->tree, MPII_GROUP_NODE, t->node_ranks,
+                                           t->node.local_size, buf, len, req);
+    default: return MPII_ERR_INVALID;
+    }
 }
 
 mpii_status mpii_fabric_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,

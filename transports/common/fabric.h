@@ -67,6 +67,10 @@ int mpii_fabric_size(const mpii_transport *t);
 mpii_status mpii_fabric_node_info(const mpii_transport *t, mpii_node_info *info);
 mpii_status mpii_fabric_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
                                     mpii_bcast_req **req);
+/* MPII_GROUP_LEADERS: over the node leaders (only a leader may call it);
+ * MPII_GROUP_NODE: over this node's ranks. Anything else: MPII_ERR_INVALID. */
+mpii_status mpii_fabric_group_bcast_start(mpii_transport *t, int group, const void *buf,
+                                          size_t len, mpii_bcast_req **req);
 mpii_status mpii_fabric_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
                                    void **buf, size_t *len);
 mpii_status mpii_fabric_barrier(mpii_transport *t, double timeout_s);

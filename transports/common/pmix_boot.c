@@ -14,6 +14,8 @@
  *               map, so node information is complete when init returns.
  *               ranks_per_node > 0 replaces all this with simulated nodes of
  *               consecutive ranks.
+ *   leaders     the lowest rank of every node, by node id (so ascending):
+ *               from the same numbering, or i * ranks_per_node when simulated.
  *   addresses   PMIx_Put (PMIX_GLOBAL) of a byte object under
  *               "mpiimport.<name>.addr", PMIx_Commit, PMIx_Fence over the
  *               namespace with PMIX_COLLECT_DATA, then PMIx_Get per rank. A
@@ -49,6 +51,7 @@ struct mpii_pmix_boot {
     int size;
     mpii_node_info node;
     int *node_ranks; /* node.local_size world ranks, ascending */
+    int *leaders;    /* node.node_count world ranks: leaders[i] is node i's lowest */
     int host_ranks;  /* ranks the launcher placed on this host (PMIX_LOCAL_SIZE), or -1 */
 };
 
@@ -304,16 +307,25 @@ static mpii_status real_nodes(mpii_pmix_boot *b, char *err, size_t err_cap)
     for (int r = 0; r < b->size; r++)
         pairs[r] = ((uint64_t)(unsigned)node_of[r] << 32) | (uint64_t)(unsigned)r;
     qsort(pairs, (size_t)b->size, sizeof *pairs, cmp_u64);
+    free(node_of);
+    /* The leaders: each node's lowest rank, then in node-id order. */
+    b->leaders = malloc((size_t)b->size * sizeof *b->leaders);
+    if (b->leaders == NULL) {
+        free(pairs);
+        mpii_fabric_set_err(err, err_cap, "PMIx bootstrap: out of memory");
+        return MPII_ERR_NOMEM;
+    }
     int count = 0, before = 0;
     for (int i = 0; i < b->size; i++) {
         if (i > 0 && (pairs[i] >> 32) == (pairs[i - 1] >> 32))
             continue;
-        count++;
-        if ((int)(pairs[i] & 0xffffffffu) < b->node_ranks[0])
+        int lowest = (int)(pairs[i] & 0xffffffffu);
+        b->leaders[count++] = lowest;
+        if (lowest < b->node_ranks[0])
             before++;
     }
     free(pairs);
-    free(node_of);
+    qsort(b->leaders, (size_t)count, sizeof *b->leaders, cmp_int);
     b->node.node_count = count;
     b->node.node_id = before;
     return MPII_OK;
@@ -323,13 +335,17 @@ static mpii_status simulated_nodes(mpii_pmix_boot *b, int ranks_per_node)
 {
     int first = (b->rank / ranks_per_node) * ranks_per_node;
     int n = b->size - first < ranks_per_node ? b->size - first : ranks_per_node;
+    int nodes = (b->size - 1) / ranks_per_node + 1; /* no overflow near INT_MAX */
     b->node_ranks = malloc((size_t)n * sizeof *b->node_ranks);
-    if (b->node_ranks == NULL)
-        return MPII_ERR_NOMEM;
+    b->leaders = malloc((size_t)nodes * sizeof *b->leaders);
+    if (b->node_ranks == NULL || b->leaders == NULL)
+        return MPII_ERR_NOMEM; /* finalize frees whichever was allocated */
     for (int i = 0; i < n; i++)
         b->node_ranks[i] = first + i;
+    for (int i = 0; i < nodes; i++)
+        b->leaders[i] = i * ranks_per_node;
     b->node.node_id = b->rank / ranks_per_node;
-    b->node.node_count = (b->size + ranks_per_node - 1) / ranks_per_node;
+    b->node.node_count = nodes;
     b->node.local_rank = b->rank - first;
     b->node.local_size = n;
     return MPII_OK;
@@ -411,6 +427,15 @@ mpii_status mpii_pmix_boot_node(const mpii_pmix_boot *b, mpii_node_info *info,
         *info = b->node;
     if (node_ranks != NULL)
         *node_ranks = b->node_ranks;
+    return MPII_OK;
+}
+
+mpii_status mpii_pmix_boot_leaders(const mpii_pmix_boot *b, const int **leaders, int *count)
+{
+    if (b == NULL || leaders == NULL || count == NULL)
+        return MPII_ERR_INVALID;
+    *leaders = b->leaders;
+    *count = b->node.node_count;
     return MPII_OK;
 }
 
@@ -507,5 +532,6 @@ void mpii_pmix_boot_finalize(mpii_pmix_boot *b)
      * this only ends PMIx when nobody else in the process still uses it. */
     (void)PMIx_Finalize(NULL, 0); /* nothing left to report an error to */
     free(b->node_ranks);
+    free(b->leaders);
     free(b);
 }

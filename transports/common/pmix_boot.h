@@ -1,7 +1,8 @@
 /* pmix_boot.h — bootstrap of the fabric transports through PMIx: rank, size,
- * node grouping (local peers, or simulated nodes of ranks_per_node ranks), and
- * the all-to-all exchange of endpoint addresses (PMIx_Put, PMIx_Commit,
- * PMIx_Fence with data collection, PMIx_Get). Internal to transports/. */
+ * node grouping (local peers, or simulated nodes of ranks_per_node ranks), the
+ * node leaders, and the all-to-all exchange of endpoint addresses (PMIx_Put,
+ * PMIx_Commit, PMIx_Fence with data collection, PMIx_Get). Internal to
+ * transports/. */
 #ifndef MPIIMPORT_TRANSPORTS_PMIX_BOOT_H
 #define MPIIMPORT_TRANSPORTS_PMIX_BOOT_H
 
@@ -25,6 +26,11 @@ int mpii_pmix_boot_all_on_host(const mpii_pmix_boot *b);
  * node ranks: the world ranks on this rank's node, ascending; owned by b. */
 mpii_status mpii_pmix_boot_node(const mpii_pmix_boot *b, mpii_node_info *info,
                                 const int **node_ranks);
+/* The node leaders, complete once init returns: (*leaders)[i] is the lowest
+ * world rank of node i (node ids are numbered by their lowest rank, so the
+ * list ascends and starts with rank 0; simulated nodes: i * ranks_per_node),
+ * *count is the node count. Owned by b. */
+mpii_status mpii_pmix_boot_leaders(const mpii_pmix_boot *b, const int **leaders, int *count);
 /* Publishes this rank's address (key: "mpiimport.<name>.addr") and fetches
  * everyone's: (*addrs)[r] holds (*lens)[r] bytes for rank r. Free both with
  * mpii_pmix_boot_free_addrs. Collective (a PMIx fence over the job); a later

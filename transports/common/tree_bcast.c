@@ -6,6 +6,9 @@
  * size) and arranged in a binomial tree: the parent of vr is vr with its
  * lowest set bit cleared, and its children are vr + m for the powers of two m
  * below that bit (the root: all powers below size), largest subtree first.
+ * A group broadcast builds the same tree over positions in its member list
+ * (position 0, members[0], is the root), as member barriers do; parent and
+ * children are kept as world ranks either way, so the rest is the same.
  * Every broadcast sends, along each tree edge:
  *   1. one header message of at most MPII_TREE_HEADER_BYTES:
  *        [0..8)    magic "MPIITB01"
@@ -24,12 +27,16 @@
  * apart, so any number of broadcasts can be pending at once and their
  * messages can arrive in any order:
  *   [39..37] kind: header, chunk, barrier up/down, member-barrier up/down
- *   broadcasts: [36..21] sequence number (mod 2^16), [20..0] chunk index
+ *   broadcasts: [36..35] group (0: world broadcasts; 1..3: group broadcasts),
+ *               [34..21] sequence number within the group (mod 2^14),
+ *               [20..0]  chunk index
  *   barriers:   [36..0]  barrier sequence number
- * Every rank numbers broadcasts in the order it starts them; transport.h
- * requires that order to be the same everywhere. A chunk index must fit in 21
- * bits, so for messages above 2^21 chunks the root raises the chunk size and
- * announces it in the header.
+ * Every rank numbers each group's broadcasts (world broadcasts are group 0)
+ * in the order it starts them, with one counter per group; transport.h
+ * requires that order to be the same on every member. The group field keeps
+ * the groups' messages apart, so their orders are independent. A chunk index
+ * must fit in 21 bits, so for messages above 2^21 chunks the root raises the
+ * chunk size and announces it in the header.
  *
  * Progress. bcast_start posts what it can (the header receive, or the root's
  * header sends). Every wait — for any broadcast, and barriers too — calls
@@ -95,8 +102,12 @@
 
 /* Tag layout. */
 #define TAG_KIND_SHIFT 37
+#define TAG_GROUP_SHIFT 35
+#define TAG_GROUP_MASK UINT64_C(0x3)
 #define TAG_SEQ_SHIFT 21
-#define TAG_SEQ_MASK UINT64_C(0xffff)
+#define TAG_SEQ_MASK ((UINT64_C(1) << (TAG_GROUP_SHIFT - TAG_SEQ_SHIFT)) - 1u)
+/* Broadcast groups: 0 for world broadcasts, 1..TREE_GROUPS-1 for groups. */
+#define TREE_GROUPS 4
 #define TAG_CHUNK_LIMIT ((size_t)1 << TAG_SEQ_SHIFT)
 #define TAG_BARRIER_SEQ_MASK ((UINT64_C(1) << TAG_KIND_SHIFT) - 1u)
 
@@ -124,7 +135,8 @@ struct tree_child {
 struct mpii_bcast_req {
     struct mpii_bcast_req *prev, *next; /* the tree's list of pending broadcasts */
     mpii_status error;                  /* sticky: the broadcast has failed */
-    uint64_t seq;
+    int group;                          /* 0: world broadcast */
+    uint64_t seq;                       /* within its group */
     int root;
     int is_root;
     int parent;      /* world rank; -1 on the root */
@@ -169,7 +181,7 @@ struct mpii_tree {
     int rank;
     int size;
     size_t chunk;
-    uint64_t bcast_seq;
+    uint64_t bcast_seq[TREE_GROUPS]; /* per broadcast group; [0]: world broadcasts */
     uint64_t barrier_seq;
     uint64_t members_seq;
     mpii_status p2p_error; /* sticky failure of p2p progress itself */
@@ -213,10 +225,12 @@ static void unlocked_pause(mpii_tree *t, double last_move)
     (void)pthread_mutex_lock(&t->lock);
 }
 
-static uint64_t bcast_tag(enum tree_kind kind, uint64_t seq, size_t chunk_index)
+static uint64_t bcast_tag(enum tree_kind kind, const struct mpii_bcast_req *b,
+                          size_t chunk_index)
 {
-    return ((uint64_t)kind << TAG_KIND_SHIFT) | ((seq & TAG_SEQ_MASK) << TAG_SEQ_SHIFT) |
-           (uint64_t)chunk_index;
+    return ((uint64_t)kind << TAG_KIND_SHIFT) |
+           (((uint64_t)b->group & TAG_GROUP_MASK) << TAG_GROUP_SHIFT) |
+           ((b->seq & TAG_SEQ_MASK) << TAG_SEQ_SHIFT) | (uint64_t)chunk_index;
 }
 
 static uint64_t barrier_tag(enum tree_kind kind, uint64_t seq)
@@ -323,7 +337,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
     int complete = 0;
     if (!b->have_header) {
         if (b->header_recv == NULL) {
-            st = t->ops->irecv(t->p2p, b->parent, bcast_tag(KIND_HEADER, b->seq, 0), b->header,
+            st = t->ops->irecv(t->p2p, b->parent, bcast_tag(KIND_HEADER, b, 0), b->header,
                                MPII_TREE_HEADER_BYTES, &b->header_recv);
             if (st != MPII_OK) {
                 b->header_recv = NULL;
@@ -344,7 +358,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
         while (b->recv_posted < b->nchunks && b->recv_posted - b->recv_done < TREE_WINDOW) {
             size_t k = b->recv_posted;
             mpii_p2p_req **slot = &b->recv_win[k % TREE_WINDOW];
-            st = t->ops->irecv(t->p2p, b->parent, bcast_tag(KIND_CHUNK, b->seq, k),
+            st = t->ops->irecv(t->p2p, b->parent, bcast_tag(KIND_CHUNK, b, k),
                                b->data + chunk_offset(b, k), chunk_length(b, k), slot);
             if (st != MPII_OK) {
                 *slot = NULL;
@@ -371,7 +385,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
     for (int i = 0; i < b->nchildren; i++) {
         struct tree_child *c = &b->children[i];
         if (!c->header_posted) {
-            st = t->ops->isend(t->p2p, c->rank, bcast_tag(KIND_HEADER, b->seq, 0), b->header,
+            st = t->ops->isend(t->p2p, c->rank, bcast_tag(KIND_HEADER, b, 0), b->header,
                                b->header_len, &c->header);
             if (st != MPII_OK) {
                 c->header = NULL;
@@ -386,7 +400,7 @@ static mpii_status bcast_step(mpii_tree *t, struct mpii_bcast_req *b, int *moved
             while (c->posted < avail && c->posted - c->done < TREE_WINDOW) {
                 size_t k = c->posted;
                 mpii_p2p_req **slot = &c->win[k % TREE_WINDOW];
-                st = t->ops->isend(t->p2p, c->rank, bcast_tag(KIND_CHUNK, b->seq, k),
+                st = t->ops->isend(t->p2p, c->rank, bcast_tag(KIND_CHUNK, b, k),
                                    base + chunk_offset(b, k), chunk_length(b, k), slot);
                 if (st != MPII_OK) {
                     *slot = NULL;
@@ -715,11 +729,32 @@ void mpii_tree_destroy(mpii_tree *t)
     free(t);
 }
 
-static mpii_status bcast_start_locked(mpii_tree *t, int root, const void *buf, size_t len,
+/* Starts a broadcast of group (0: a world broadcast from root, members NULL;
+ * 1..TREE_GROUPS-1: over members[0..count), rooted at members[0], root
+ * ignored). */
+static mpii_status bcast_start_locked(mpii_tree *t, int group, const int *members, int count,
+                                      int root, const void *buf, size_t len,
                                       mpii_bcast_req **out)
 {
-    if (root < 0 || root >= t->size)
-        return MPII_ERR_INVALID;
+    int me = -1; /* this rank's position in the tree's numbering */
+    if (members == NULL) {
+        if (group != 0 || root < 0 || root >= t->size)
+            return MPII_ERR_INVALID;
+        count = t->size;
+        me = (t->rank - root + t->size) % t->size;
+    } else {
+        if (group < 1 || group >= TREE_GROUPS || count < 1 || count > t->size)
+            return MPII_ERR_INVALID;
+        for (int i = 0; i < count; i++) {
+            if (members[i] < 0 || members[i] >= t->size)
+                return MPII_ERR_INVALID;
+            if (me < 0 && members[i] == t->rank)
+                me = i;
+        }
+        if (me < 0)
+            return MPII_ERR_INVALID; /* not a member */
+        root = members[0];
+    }
     int is_root = root == t->rank;
     if (is_root && len > 0 && buf == NULL)
         return MPII_ERR_INVALID;
@@ -729,15 +764,22 @@ static mpii_status bcast_start_locked(mpii_tree *t, int root, const void *buf, s
         return MPII_ERR_NOMEM;
     memset(b, 0, offsetof(struct mpii_bcast_req, header));
     b->error = MPII_OK;
-    b->seq = t->bcast_seq++;
+    b->group = group;
+    b->seq = t->bcast_seq[group]++;
     b->root = root;
     b->is_root = is_root;
-    int vr = (t->rank - root + t->size) % t->size;
+    /* Positions to world ranks: relative to the root, or through members. */
     int kids[TREE_MAX_CHILDREN];
-    int pv = tree_links(vr, t->size, kids, &b->nchildren);
-    b->parent = pv < 0 ? -1 : (pv + root) % t->size;
-    for (int i = 0; i < b->nchildren; i++)
-        b->children[i].rank = (kids[i] + root) % t->size;
+    int pv = tree_links(me, count, kids, &b->nchildren);
+    if (members == NULL) {
+        b->parent = pv < 0 ? -1 : (pv + root) % t->size;
+        for (int i = 0; i < b->nchildren; i++)
+            b->children[i].rank = (kids[i] + root) % t->size;
+    } else {
+        b->parent = pv < 0 ? -1 : members[pv];
+        for (int i = 0; i < b->nchildren; i++)
+            b->children[i].rank = members[kids[i]];
+    }
     if (is_root) {
         b->have_header = 1;
         b->src = buf;
@@ -779,7 +821,23 @@ mpii_status mpii_tree_bcast_start(mpii_tree *t, int root, const void *buf, size_
         return MPII_ERR_INVALID;
     *out = NULL;
     (void)pthread_mutex_lock(&t->lock);
-    mpii_status st = bcast_start_locked(t, root, buf, len, out);
+    mpii_status st = bcast_start_locked(t, 0, NULL, 0, root, buf, len, out);
+    if (st == MPII_OK && t->bg_asleep)
+        (void)pthread_cond_signal(&t->wake); /* new work for the background thread */
+    (void)pthread_mutex_unlock(&t->lock);
+    return st;
+}
+
+mpii_status mpii_tree_group_bcast_start(mpii_tree *t, int group, const int *members, int count,
+                                        const void *buf, size_t len, mpii_bcast_req **out)
+{
+    if (t == NULL || out == NULL)
+        return MPII_ERR_INVALID;
+    *out = NULL;
+    if (members == NULL || group < 1 || group >= TREE_GROUPS)
+        return MPII_ERR_INVALID;
+    (void)pthread_mutex_lock(&t->lock);
+    mpii_status st = bcast_start_locked(t, group, members, count, -1, buf, len, out);
     if (st == MPII_OK && t->bg_asleep)
         (void)pthread_cond_signal(&t->wake); /* new work for the background thread */
     (void)pthread_mutex_unlock(&t->lock);

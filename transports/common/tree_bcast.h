@@ -5,7 +5,11 @@
  * fixed-size first message. Broadcasts are non-blocking with timeouts, with
  * the semantics of mpii_transport_ops.bcast_start / bcast_wait (transport.h):
  * several may be pending, all ranks start them in the same order, and a wait
- * that times out leaves the operation pending.
+ * that times out leaves the operation pending. Group broadcasts
+ * (mpii_transport_ops.group_bcast_start) run the same machinery over a member
+ * list, rooted at its first member; each group (1..3) is numbered on its own,
+ * apart from the world broadcasts (group 0) and the other groups, so only the
+ * members of a group need to agree on its order.
  *
  * The tree runs one background thread that keeps pending operations moving
  * while no call of ours is running (a root that started a broadcast and then
@@ -43,6 +47,15 @@ mpii_status mpii_tree_create(const mpii_p2p_ops *ops, mpii_p2p *p2p, int rank, i
 void mpii_tree_destroy(mpii_tree *tree);
 mpii_status mpii_tree_bcast_start(mpii_tree *tree, int root, const void *buf, size_t len,
                                   mpii_bcast_req **req);
+/* A broadcast among members[0..count) (distinct world ranks, count >= 1,
+ * including this rank; else MPII_ERR_INVALID), rooted at members[0], which
+ * sends buf[0..len) (the others' buf and len are ignored). group, 1..3, picks
+ * the sequence: every member starts a group's broadcasts in the same order,
+ * and with the same member list; groups are ordered independently of each
+ * other and of mpii_tree_bcast_start. Completed by mpii_tree_bcast_wait. */
+mpii_status mpii_tree_group_bcast_start(mpii_tree *tree, int group, const int *members, int count,
+                                        const void *buf, size_t len, mpii_bcast_req **req);
+/* Completes a broadcast of either kind (see transport.h's bcast_wait). */
 mpii_status mpii_tree_bcast_wait(mpii_tree *tree, mpii_bcast_req *req, double timeout_s,
                                  void **buf, size_t *len);
 /* Barrier among all ranks, or among the ranks listed (members, count, must

@@ -8,7 +8,13 @@
  * finalises it), otherwise it borrows the application's MPI. All our traffic
  * runs on private duplicates of MPI_COMM_WORLD, with MPI_ERRORS_RETURN, so it
  * never matches the application's messages and never aborts the job:
- *   bcast_comm  broadcasts only; their collective order is managed below.
+ *   bcast_comm  (channels[0]) broadcasts only; their collective order is
+ *               managed below.
+ *   leaders     (channels[1]) the node leaders (local rank 0 of each node, keyed by
+ *               world rank, so world rank 0 is its rank 0): group broadcasts
+ *               of MPII_GROUP_LEADERS. MPI_COMM_NULL on the other ranks.
+ *   node        (channels[2]) a duplicate of node_comm for MPII_GROUP_NODE
+ *               broadcasts, so they never meet node barriers.
  *   ctl_comm    set-up collectives and barrier(). Separate from bcast_comm so
  *               that a barrier can never slip between the pieces of a
  *               broadcast in one rank's posting order but not in another's.
@@ -26,7 +32,8 @@
  * header is a copy) and received straight into the receiver's malloc'd buffer.
  *
  * Ordering. MPI matches the collectives of one communicator by the order in
- * which each rank posts them. The root posts header and chunks at once, but a
+ * which each rank posts them (each broadcast communicator is a "channel"
+ * with its own queue, below: the groups are ordered independently). The root posts header and chunks at once, but a
  * receiver can post its chunks only after its header has arrived. So when
  * several broadcasts are outstanding, a later one must not post anything until
  * every earlier one has posted all of its pieces. The transport keeps the
@@ -82,8 +89,15 @@ enum mpii_mpi_post_state {
     MPII_POST_ALL      /* every piece posted; completes by testing them */
 };
 
+struct mpii_bcast_channel {
+    MPI_Comm comm;
+    struct mpii_bcast_req *unposted_head; /* oldest request not yet MPII_POST_ALL */
+    struct mpii_bcast_req *unposted_tail;
+};
+
 struct mpii_bcast_req {
     struct mpii_bcast_req *next_unposted; /* FIFO of requests not yet MPII_POST_ALL */
+    struct mpii_bcast_channel *channel;
     int root;
     int is_root;
     enum mpii_mpi_post_state state;
@@ -96,8 +110,10 @@ struct mpii_bcast_req {
     unsigned char header[MPII_MPI_HEADER_BYTES];
 };
 
+#define MPII_MPI_CHANNELS 3 /* world, leaders, node */
+
 struct mpii_transport {
-    MPI_Comm bcast_comm;
+    struct mpii_bcast_channel channels[MPII_MPI_CHANNELS];
     MPI_Comm ctl_comm;
     MPI_Comm node_comm;
     int rank;
@@ -105,8 +121,6 @@ struct mpii_transport {
     mpii_node_info node;
     int we_initialised_mpi;
     int thread_level;
-    struct mpii_bcast_req *unposted_head; /* oldest request not yet MPII_POST_ALL */
-    struct mpii_bcast_req *unposted_tail;
     int self_keyval;                      /* attribute on MPI_COMM_SELF, or MPI_KEYVAL_INVALID */
     void (*before_finalize)(void *arg);   /* run when MPI_Finalize starts under us */
     void *before_finalize_arg;
@@ -244,6 +258,28 @@ static int node_grouping(mpii_transport *t, int ranks_per_node, char *err, size_
     return MPI_SUCCESS;
 }
 
+/* The group broadcasts' communicators: the leaders (keyed by world rank, so
+ * a leader's rank there is its node id) and a duplicate of the node's. */
+static int group_channels(mpii_transport *t, char *err, size_t err_cap)
+{
+    int colour = t->node.local_rank == 0 ? 0 : MPI_UNDEFINED;
+    int rc = MPI_Comm_split(t->ctl_comm, colour, t->rank, &t->channels[1].comm);
+    if (rc == MPI_SUCCESS && t->channels[1].comm != MPI_COMM_NULL)
+        rc = MPI_Comm_set_errhandler(t->channels[1].comm, MPI_ERRORS_RETURN);
+    if (rc != MPI_SUCCESS) {
+        set_mpi_err(err, err_cap, "mpi transport: MPI_Comm_split (node leaders)", rc);
+        return rc;
+    }
+    rc = MPI_Comm_dup(t->node_comm, &t->channels[2].comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Comm_set_errhandler(t->channels[2].comm, MPI_ERRORS_RETURN);
+    if (rc != MPI_SUCCESS) {
+        set_mpi_err(err, err_cap, "mpi transport: MPI_Comm_dup (node broadcasts)", rc);
+        return rc;
+    }
+    return MPI_SUCCESS;
+}
+
 /* Slurm started this task (SLURM_PROCID) but no PMIx server is there for
  * MPI_Init to reach: srun without --mpi=pmix. (mpirun's tasks, and srun
  * --mpi=pmix's, have PMIX_NAMESPACE and a server URI.) */
@@ -302,7 +338,8 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
         set_err(err, err_cap, "mpi transport: out of memory");
         return MPII_ERR_NOMEM;
     }
-    t->bcast_comm = MPI_COMM_NULL;
+    for (int i = 0; i < MPII_MPI_CHANNELS; i++)
+        t->channels[i].comm = MPI_COMM_NULL;
     t->ctl_comm = MPI_COMM_NULL;
     t->node_comm = MPI_COMM_NULL;
     t->self_keyval = MPI_KEYVAL_INVALID;
@@ -326,17 +363,18 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
 
     /* From here on, failures go through mpi_finalize, which frees what exists
      * and finalises MPI again if we started it (nobody else would). */
-    rc = MPI_Comm_dup(MPI_COMM_WORLD, &t->bcast_comm);
+    MPI_Comm *bcast_comm = &t->channels[0].comm;
+    rc = MPI_Comm_dup(MPI_COMM_WORLD, bcast_comm);
     if (rc != MPI_SUCCESS) {
         set_mpi_err(err, err_cap, "mpi transport: MPI_Comm_dup (broadcast)", rc);
         goto fail;
     }
-    rc = MPI_Comm_set_errhandler(t->bcast_comm, MPI_ERRORS_RETURN);
+    rc = MPI_Comm_set_errhandler(*bcast_comm, MPI_ERRORS_RETURN);
     if (rc != MPI_SUCCESS) {
         set_mpi_err(err, err_cap, "mpi transport: MPI_Comm_set_errhandler (broadcast)", rc);
         goto fail;
     }
-    rc = MPI_Comm_dup(t->bcast_comm, &t->ctl_comm);
+    rc = MPI_Comm_dup(*bcast_comm, &t->ctl_comm);
     if (rc != MPI_SUCCESS) {
         set_mpi_err(err, err_cap, "mpi transport: MPI_Comm_dup (control)", rc);
         goto fail;
@@ -354,6 +392,8 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
         goto fail;
     }
     if (node_grouping(t, ranks_per_node, err, err_cap) != MPI_SUCCESS)
+        goto fail;
+    if (group_channels(t, err, err_cap) != MPI_SUCCESS)
         goto fail;
     if (options != NULL && options->before_finalize != NULL) {
         t->before_finalize = options->before_finalize;
@@ -393,7 +433,8 @@ static void mpi_finalize(mpii_transport *t)
         }
         free_comm(&t->node_comm);
         free_comm(&t->ctl_comm);
-        free_comm(&t->bcast_comm);
+        for (int i = MPII_MPI_CHANNELS - 1; i >= 0; i--)
+            free_comm(&t->channels[i].comm);
         if (t->we_initialised_mpi)
             (void)MPI_Finalize(); /* nothing left to report an error to */
     }
@@ -419,7 +460,7 @@ static mpii_status mpi_node_info(const mpii_transport *t, mpii_node_info *info)
 /* Posts the chunk broadcasts of req's remainder (the bytes past the inline
  * part): from the root's buffer on the root, into req->data elsewhere.
  * Resumable: it continues after the chunks already posted. */
-static mpii_status post_chunks(mpii_transport *t, struct mpii_bcast_req *req)
+static mpii_status post_chunks(struct mpii_bcast_req *req)
 {
     size_t rest = req->len > MPII_MPI_INLINE_BYTES ? req->len - MPII_MPI_INLINE_BYTES : 0;
     size_t total = rest / MPII_MPI_CHUNK_BYTES + (rest % MPII_MPI_CHUNK_BYTES != 0);
@@ -435,7 +476,7 @@ static mpii_status post_chunks(mpii_transport *t, struct mpii_bcast_req *req)
         size_t n = req->len - off < MPII_MPI_CHUNK_BYTES ? req->len - off : MPII_MPI_CHUNK_BYTES;
         /* MPI_Ibcast takes a non-const buffer; the root's is only read. */
         void *p = req->is_root ? (void *)(uintptr_t)(req->src + off) : (void *)(req->data + off);
-        if (MPI_Ibcast(p, (int)n, MPI_BYTE, req->root, t->bcast_comm,
+        if (MPI_Ibcast(p, (int)n, MPI_BYTE, req->root, req->channel->comm,
                        &req->chunk_reqs[req->nchunks]) != MPI_SUCCESS)
             return MPII_ERR_TRANSPORT;
         req->nchunks++;
@@ -472,13 +513,13 @@ static mpii_status header_arrived(struct mpii_bcast_req *req)
  * pops. Every step is resumable, so after an error the next call retries
  * from where this one stopped; an error may belong to an earlier request
  * than the one being waited for, and it blocks every later one. */
-static mpii_status advance_posting(mpii_transport *t)
+static mpii_status advance_channel(struct mpii_bcast_channel *c)
 {
-    while (t->unposted_head != NULL) {
-        struct mpii_bcast_req *req = t->unposted_head;
+    while (c->unposted_head != NULL) {
+        struct mpii_bcast_req *req = c->unposted_head;
         if (req->state == MPII_POST_NONE) {
             if (MPI_Ibcast(req->header, (int)MPII_MPI_HEADER_BYTES, MPI_BYTE, req->root,
-                           t->bcast_comm, &req->header_req) != MPI_SUCCESS)
+                           c->comm, &req->header_req) != MPI_SUCCESS)
                 return MPII_ERR_TRANSPORT;
             req->state = MPII_POST_HEADER;
         }
@@ -493,16 +534,31 @@ static mpii_status advance_posting(mpii_transport *t)
             if (st != MPII_OK)
                 return st;
         }
-        mpii_status st = post_chunks(t, req);
+        mpii_status st = post_chunks(req);
         if (st != MPII_OK)
             return st;
         req->state = MPII_POST_ALL;
-        t->unposted_head = req->next_unposted;
-        if (t->unposted_head == NULL)
-            t->unposted_tail = NULL;
+        c->unposted_head = req->next_unposted;
+        if (c->unposted_head == NULL)
+            c->unposted_tail = NULL;
         req->next_unposted = NULL;
     }
     return MPII_OK;
+}
+
+/* Every channel, so that waiting on one broadcast keeps the others' posting
+ * going; the first error is reported (each channel retries on the next call). */
+static mpii_status advance_posting(mpii_transport *t)
+{
+    mpii_status result = MPII_OK;
+    for (int i = 0; i < MPII_MPI_CHANNELS; i++) {
+        if (t->channels[i].comm == MPI_COMM_NULL)
+            continue;
+        mpii_status st = advance_channel(&t->channels[i]);
+        if (st != MPII_OK && result == MPII_OK)
+            result = st;
+    }
+    return result;
 }
 
 static void free_req(struct mpii_bcast_req *req)
@@ -520,15 +576,12 @@ static int mpi_gone(void)
     return MPI_Finalized(&finalised) != MPI_SUCCESS || finalised;
 }
 
-static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
-                                   mpii_bcast_req **out)
+/* root and me: ranks in the channel's communicator. */
+static mpii_status channel_bcast_start(mpii_transport *t, struct mpii_bcast_channel *c, int root,
+                                       int me, const void *buf, size_t len, mpii_bcast_req **out)
 {
-    if (mpi_gone())
-        return MPII_ERR_TRANSPORT;
-    if (t == NULL || out == NULL || root < 0 || root >= t->size)
-        return MPII_ERR_INVALID;
     *out = NULL;
-    int is_root = root == t->rank;
+    int is_root = root == me;
     if (is_root && len > 0 && buf == NULL)
         return MPII_ERR_INVALID;
 
@@ -537,6 +590,7 @@ static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf,
     if (req == NULL)
         return MPII_ERR_NOMEM;
     req->next_unposted = NULL;
+    req->channel = c;
     req->root = root;
     req->is_root = is_root;
     req->state = MPII_POST_NONE;
@@ -557,11 +611,11 @@ static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf,
         memset(req->header + MPII_MPI_PREFIX_BYTES + inl, 0, MPII_MPI_INLINE_BYTES - inl);
     }
 
-    if (t->unposted_tail != NULL)
-        t->unposted_tail->next_unposted = req;
+    if (c->unposted_tail != NULL)
+        c->unposted_tail->next_unposted = req;
     else
-        t->unposted_head = req;
-    t->unposted_tail = req;
+        c->unposted_head = req;
+    c->unposted_tail = req;
 
     /* Post what can be posted now. A failure here may concern an earlier
      * request and is retried and reported by the next bcast_wait, so the
@@ -570,6 +624,32 @@ static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf,
     (void)st;
     *out = req;
     return MPII_OK;
+}
+
+static mpii_status mpi_bcast_start(mpii_transport *t, int root, const void *buf, size_t len,
+                                   mpii_bcast_req **out)
+{
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
+    if (t == NULL || out == NULL || root < 0 || root >= t->size)
+        return MPII_ERR_INVALID;
+    return channel_bcast_start(t, &t->channels[0], root, t->rank, buf, len, out);
+}
+
+static mpii_status mpi_group_bcast_start(mpii_transport *t, int group, const void *buf,
+                                         size_t len, mpii_bcast_req **out)
+{
+    if (mpi_gone())
+        return MPII_ERR_TRANSPORT;
+    if (t == NULL || out == NULL)
+        return MPII_ERR_INVALID;
+    *out = NULL;
+    if (group == MPII_GROUP_LEADERS && t->node.local_rank == 0 &&
+        t->channels[1].comm != MPI_COMM_NULL)
+        return channel_bcast_start(t, &t->channels[1], 0, t->node.node_id, buf, len, out);
+    if (group == MPII_GROUP_NODE)
+        return channel_bcast_start(t, &t->channels[2], 0, t->node.local_rank, buf, len, out);
+    return MPII_ERR_INVALID;
 }
 
 /* Tests every posted piece of req; *done when all have completed. */
@@ -678,6 +758,7 @@ const mpii_transport_ops mpii_mpi_ops = {
     .node_info = mpi_node_info,
     .bcast_start = mpi_bcast_start,
     .bcast_wait = mpi_bcast_wait,
+    .group_bcast_start = mpi_group_bcast_start,
     .barrier = mpi_barrier,
     .node_barrier = mpi_node_barrier,
     .finalize = mpi_finalize,

@@ -569,6 +569,7 @@ const mpii_transport_ops mpii_ofi_ops = {
     .node_info = mpii_fabric_node_info,
     .bcast_start = mpii_fabric_bcast_start,
     .bcast_wait = mpii_fabric_bcast_wait,
+    .group_bcast_start = mpii_fabric_group_bcast_start,
     .barrier = mpii_fabric_barrier,
     .node_barrier = mpii_fabric_node_barrier,
     .finalize = mpii_fabric_finalize,

@@ -33,7 +33,11 @@ extern "C" {
 typedef struct mpii_stats {
     uint64_t find_count;     double find_s;   /* module lookups (mpii_context_find) */
     uint64_t read_count;     double read_s;   uint64_t read_bytes;  /* files read (root) */
-    uint64_t bcast_count;    double bcast_s;  uint64_t bcast_bytes; /* messages sent/received */
+    /* messages: sent (root), taken in (others: a leader over the transport,
+     * any other rank from its node's index) */
+    uint64_t bcast_count;    double bcast_s;  uint64_t bcast_bytes;
+    uint64_t received_bytes; /* bytes received over the transport (leaders only) */
+    uint64_t index_records;  uint64_t index_bytes; /* the node's index: records written (leader) or read */
     uint64_t load_count;     double load_s;   /* filled in by the hook */
     uint64_t fs_calls;       /* file-system calls this rank made for imports */
     uint64_t fs_calls_saved; /* questions answered from received knowledge instead */

@@ -41,6 +41,12 @@ typedef struct mpii_node_info {
     int local_size;
 } mpii_node_info;
 
+/* Groups of group_bcast_start. */
+enum mpii_group {
+    MPII_GROUP_LEADERS = 1, /* one rank per node: local_rank 0 */
+    MPII_GROUP_NODE = 2     /* the ranks of this rank's node */
+};
+
 typedef struct mpii_transport_ops {
     const char *name;
     /* Sets up the transport (initialising its runtime if nobody has). err
@@ -59,6 +65,16 @@ typedef struct mpii_transport_ops {
      * still pending, req still valid. */
     mpii_status (*bcast_wait)(mpii_transport *t, mpii_bcast_req *req, double timeout_s,
                               void **buf, size_t *len);
+    /* A broadcast within a group (mpii_group), rooted at the group's first
+     * member: MPII_GROUP_LEADERS, the node leaders (local_rank 0 of each
+     * node, in node order: rank 0 is the root), called by leaders only;
+     * MPII_GROUP_NODE, this node's ranks, rooted at its leader. Every member
+     * starts a group's broadcasts in the same order; the groups are ordered
+     * independently of each other and of bcast_start. Completed by
+     * bcast_wait, with the same semantics. The node image travels this way:
+     * rank 0 to the leaders over the interconnect, never to the others. */
+    mpii_status (*group_bcast_start)(mpii_transport *t, int group, const void *buf, size_t len,
+                                     mpii_bcast_req **req);
     mpii_status (*barrier)(mpii_transport *t, double timeout_s);
     mpii_status (*node_barrier)(mpii_transport *t, double timeout_s);
     /* Frees the transport; finalises its runtime if init started it. */
