@@ -368,9 +368,13 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
 
 /* ---- end of session ---- */
 
-static int index_failure(mpii_status st)
+/* Failures of bytes, not of peers: a node's index that could not be
+ * written or read, a message that did not parse. */
+static int data_failure(mpii_status st)
 {
-    return st == MPII_ERR_NOSPACE || st == MPII_ERR_IO || st == MPII_ERR_UNSAFE;
+    return st == MPII_ERR_NOSPACE || st == MPII_ERR_IO || st == MPII_ERR_UNSAFE ||
+           st == MPII_ERR_CHECKSUM || st == MPII_ERR_CORRUPT || st == MPII_ERR_TRUNCATED ||
+           st == MPII_ERR_VERSION;
 }
 
 mpii_status mpii_context_leave_node(mpii_context *ctx)
@@ -464,10 +468,11 @@ mpii_status mpii_context_finish(mpii_context *ctx)
             result = st;
     }
     /* A finish that failed means some rank did not answer in time: it may
-     * be dead, so destroy must not wait for it (see there). A node's index
-     * that could not be written or read is this node's own failure, and the
-     * barrier above says every rank of it is here. */
-    if (result != MPII_OK && !(node_here && index_failure(result)))
+     * be dead, so destroy must not wait for it (see there). Bad bytes (a
+     * corrupt message, a node's index that could not be written or read)
+     * say nothing of the peers, and the barrier above says this node's
+     * ranks are all here. */
+    if (result != MPII_OK && !(node_here && data_failure(result)))
         ctx->unclean = 1;
     return result;
 }
