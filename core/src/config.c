@@ -113,6 +113,8 @@ mpii_status mpii_config_load(mpii_config *cfg, mpii_getenv_fn getenv_fn, void *a
         return fail(err, err_cap, "MPIIMPORT_RECORD='%s': valid values are 1, 0, yes, no, true, false, on, off", v);
     if ((v = getenv_fn(arg, "MPIIMPORT_TRUST_IMAGE")) != NULL && !parse_bool(v, &cfg->trust_image))
         return fail(err, err_cap, "MPIIMPORT_TRUST_IMAGE='%s': valid values are 1, 0, yes, no, true, false, on, off", v);
+    if ((v = getenv_fn(arg, "MPIIMPORT_STAGED")) != NULL && !parse_bool(v, &cfg->staged))
+        return fail(err, err_cap, "MPIIMPORT_STAGED='%s': valid values are 1, 0, yes, no, true, false, on, off", v);
     if ((v = getenv_fn(arg, "MPIIMPORT_CACHE_DIR")) != NULL && v[0] != '\0') {
         if (v[0] != '/')
             return fail(err, err_cap, "MPIIMPORT_CACHE_DIR='%s': must be an absolute directory", v);

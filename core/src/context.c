@@ -151,6 +151,32 @@ mpii_stats *mpii_context_stats_mut(mpii_context *ctx) { return &ctx->stats; }
 const char *mpii_context_stage_root(const mpii_context *ctx) { return ctx->stage_root; }
 int mpii_context_stage_errno(const mpii_context *ctx) { return ctx->stage_errno; }
 
+mpii_status mpii_context_use_staged(mpii_context *ctx, const char *root, const mpii_image *index)
+{
+    if (ctx == NULL || root == NULL || index == NULL || ctx->size != 1)
+        return MPII_ERR_INVALID;
+    size_t n = strlen(root);
+    if (n >= sizeof ctx->stage_root)
+        return MPII_ERR_TOOLONG;
+    mpii_status st = mpii_image_merge(ctx->known, index);
+    if (st != MPII_OK)
+        return st;
+    /* This process does not use a job stage: it leaves the registry it
+     * joined at create (its own, never made into a stage). */
+    if (ctx->registered) {
+        int last = 0;
+        ctx->registered = 0;
+        if (mpii_stage_leave(ctx->stage_root, &last) == MPII_OK && last) {
+            st = mpii_stage_discard(ctx->stage_root);
+            (void)st; /* a leftover registry is swept later */
+        }
+    }
+    memcpy(ctx->stage_root, root, n + 1);
+    ctx->persistent_stage = 1;
+    ctx->frozen = 1;
+    return MPII_OK;
+}
+
 /* ---- knowledge ---- */
 
 mpii_status mpii_ctx_record(mpii_context *ctx, const mpii_entry *e)

@@ -52,6 +52,7 @@ struct mpii_context {
     int stage_errno; /* why the stage directory could not be made (0: it could, or other cause) */
     int registered;  /* this process is in the stage's registry (stage_registry.c) */
     int trim_after_merge; /* serve.c: a message's file bytes went to the stage */
+    int persistent_stage; /* serving from a staged image (stage_image.c): never removed here */
     int node_relay;  /* this node has no stage (it cannot be made): its leader relays
                         whole messages over the transport instead of the index */
     mpii_stats stats;

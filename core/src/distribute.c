@@ -453,7 +453,7 @@ mpii_status mpii_context_finish(mpii_context *ctx)
         mpii_status left = mpii_context_leave_node(ctx);
         if (left != MPII_OK && result == MPII_OK)
             result = left;
-    } else if (ctx->node.local_rank == 0) {
+    } else if (ctx->node.local_rank == 0 && !ctx->persistent_stage) {
         struct stat sb;
         if (ctx->stage == NULL && lstat(ctx->stage_root, &sb) == 0 &&
             (st = mpii_stage_open(ctx->stage_root, &ctx->stage)) != MPII_OK) {

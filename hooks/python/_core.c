@@ -14,6 +14,7 @@
 
 #include "mpiimport/config.h"
 #include "mpiimport/context.h"
+#include "mpiimport/stage.h"
 #include "mpiimport/transport.h"
 
 typedef struct {
@@ -101,12 +102,13 @@ static PyObject *core_config(PyObject *module, PyObject *args)
 static PyObject *config_dict(const mpii_config *c)
 {
     const mpii_config cfg = *c;
-    return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s,s:s,s:O,s:s,s:O}", "disable", cfg.disable ? Py_True : Py_False,
+    return Py_BuildValue("{s:O,s:i,s:s,s:s,s:s,s:d,s:i,s:s,s:s,s:O,s:s,s:O,s:O}", "disable", cfg.disable ? Py_True : Py_False,
                          "verbose", cfg.verbose, "transport", cfg.transport, "shared_prefixes",
                          cfg.shared_prefixes, "stage_dir", cfg.stage_dir, "timeout", cfg.timeout_s,
                          "ranks_per_node", cfg.ranks_per_node, "job_id", cfg.job_id,
                          "cache_dir", cfg.cache_dir, "record", cfg.record ? Py_True : Py_False,
-                         "image", cfg.image, "trust_image", cfg.trust_image ? Py_True : Py_False);
+                         "image", cfg.image, "trust_image", cfg.trust_image ? Py_True : Py_False,
+                         "staged", cfg.staged ? Py_True : Py_False);
 }
 
 /* transports() -> tuple of compiled transport names, default first. */
@@ -528,6 +530,35 @@ static PyObject *Context_stage_locked(ContextObject *self, PyObject *args)
 }
 LOCKED_METHOD(stage)
 
+/* use_staged(image): serve from this node's staged image (a one-process
+ * context); its root, or None when the image is not staged here. Error: a
+ * stage that is there but not whole and valid (refused). */
+static PyObject *Context_use_staged_locked(ContextObject *self, PyObject *args)
+{
+    const char *image;
+    if (!PyArg_ParseTuple(args, "s", &image))
+        return NULL;
+    NEED_CTX(self);
+    mpii_config cfg;
+    if (load_config(NULL, &cfg) != 0)
+        return NULL;
+    char root[MPII_PATH_MAX];
+    mpii_image *index = NULL;
+    mpii_status st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+    if (st == MPII_ERR_NOTFOUND)
+        Py_RETURN_NONE;
+    if (st == MPII_OK) {
+        st = mpii_context_use_staged(self->ctx, root, index);
+        mpii_image_destroy(index);
+    }
+    if (st != MPII_OK) {
+        PyErr_Format(self->error, "the stage of %s in %s: %s", image, cfg.stage_dir, mpii_strerror(st));
+        return NULL;
+    }
+    return PyUnicode_DecodeFSDefault(root);
+}
+LOCKED_METHOD(use_staged)
+
 static PyObject *Context_freeze_locked(ContextObject *self, PyObject *unused)
 {
     (void)unused;
@@ -757,6 +788,7 @@ static PyMethodDef Context_methods[] = {
     {"extension", (PyCFunction)Context_extension, METH_VARARGS, "Make an extension module and its bundled libraries known."},
     {"stage", (PyCFunction)Context_stage, METH_VARARGS, "Write a known file to the node-local stage."},
     {"freeze", (PyCFunction)Context_freeze, METH_NOARGS, "No more messages either way."},
+    {"use_staged", (PyCFunction)Context_use_staged, METH_VARARGS, "Serve from this node's staged image."},
     {"replay", (PyCFunction)Context_replay, METH_VARARGS, "Root: take in a recorded list or packed image file."},
     {"save", (PyCFunction)Context_save, METH_VARARGS, "Write the knowledge to a file atomically."},
     {"sources", (PyCFunction)Context_sources, METH_NOARGS, "Paths known by stat only (module sources)."},
@@ -830,7 +862,59 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
     return Py_BuildValue("(sN)", label, list);
 }
 
+/* stage_image(image) -> (already, files, bytes, root): stages a packed image
+ * on this node for later job steps (MPIIMPORT_STAGE_DIR). */
+static PyObject *core_stage_image(PyObject *module, PyObject *args)
+{
+    core_state *state = get_state(module);
+    const char *image;
+    if (!PyArg_ParseTuple(args, "s", &image))
+        return NULL;
+    mpii_config cfg;
+    if (load_config(NULL, &cfg) != 0)
+        return NULL;
+    int already = 0;
+    uint64_t files = 0, bytes = 0;
+    char root[MPII_PATH_MAX];
+    mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
+    if (st == MPII_OK) {
+        Py_BEGIN_ALLOW_THREADS
+        st = mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &already, &files, &bytes);
+        Py_END_ALLOW_THREADS
+    }
+    if (st != MPII_OK) {
+        PyErr_Format(state->Error, "%s: %s", image, mpii_strerror(st));
+        return NULL;
+    }
+    return Py_BuildValue("(OKKN)", already ? Py_True : Py_False, (unsigned long long)files,
+                         (unsigned long long)bytes, PyUnicode_DecodeFSDefault(root));
+}
+
+/* unstage_image(image) -> (removed, root) */
+static PyObject *core_unstage_image(PyObject *module, PyObject *args)
+{
+    core_state *state = get_state(module);
+    const char *image;
+    if (!PyArg_ParseTuple(args, "s", &image))
+        return NULL;
+    mpii_config cfg;
+    if (load_config(NULL, &cfg) != 0)
+        return NULL;
+    int removed = 0;
+    char root[MPII_PATH_MAX];
+    mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
+    if (st == MPII_OK)
+        st = mpii_unstage_image(cfg.stage_dir, image, &removed);
+    if (st != MPII_OK) {
+        PyErr_Format(state->Error, "%s: %s", image, mpii_strerror(st));
+        return NULL;
+    }
+    return Py_BuildValue("(ON)", removed ? Py_True : Py_False, PyUnicode_DecodeFSDefault(root));
+}
+
 static PyMethodDef core_methods[] = {
+    {"stage_image", core_stage_image, METH_VARARGS, "Stage a packed image on this node for later job steps."},
+    {"unstage_image", core_unstage_image, METH_VARARGS, "Remove this node's stage of a packed image."},
     {"read_image", core_read_image, METH_VARARGS, "The entries of an image file."},
     {"config", core_config, METH_VARARGS, "The MPIIMPORT_* settings, parsed (config(skip=()))."},
     {"zero_stats", core_zero_stats, METH_NOARGS, "The counters of a session that did nothing."},

@@ -27,6 +27,9 @@ What it does:
   * a main pass at --meta-us (default 50) over the whole matrix, then a wall
     pass at --wall-meta-us (default 200) with few cells (--wall-ranks,
     --wall-workloads) for the wall-time target;
+  * --ranks-per-node N: MPIIMPORT_RANKS_PER_NODE=N in every mpiimport mode, so
+    the ranks form simulated nodes of N consecutive ranks (leaders 0, N, 2N, ...);
+    the memory section tells non-leaders, the other leaders and rank 0 apart;
   * writes the report (--out, default docs/bench.md), a plot (--plot, PNG,
     needs matplotlib) and the raw results (--json).
 
@@ -247,6 +250,9 @@ def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
             env["MPIIMPORT_IMAGE"] = image             # on local disk (the work directory)
             env["MPIIMPORT_TRUST_IMAGE"] = "1"
     env["MPIIMPORT_TIMEOUT"] = str(args.mpiimport_timeout)
+    rpn = getattr(args, "ranks_per_node", 0)           # (startup_bench.py's args have none)
+    if mode != "plain" and rpn > 0:
+        env["MPIIMPORT_RANKS_PER_NODE"] = str(rpn)     # simulated nodes of rpn ranks
     return env
 
 
@@ -322,16 +328,43 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
         "unranked_meta_ops": sum(u["meta_ops"] for u in server["unranked"]),
         "mpiimport_stats": {r["rank"]: r.get("stats") for r in recs if r["rank"] in (0, 1)},
         # memory after the imports, per rank: private (RssAnon), bytes received over the
-        # transport, and the size of the rank's node stage in /dev/shm
+        # transport (only a non-root node leader receives any; an mpiimport without
+        # received_bytes: the bytes of messages taken in), bytes of messages taken in (over the
+        # transport or from the node index), and the size of the rank's node stage in /dev/shm
         "rss_anon_kb": {r["rank"]: r.get("rss_anon_kb", 0) for r in recs},
-        "recv_bytes": {r["rank"]: (r.get("stats") or {}).get("bcast_bytes", 0) for r in recs},
+        "received_bytes": {r["rank"]: received(r.get("stats") or {}) for r in recs},
+        "bcast_bytes": {r["rank"]: (r.get("stats") or {}).get("bcast_bytes", 0) for r in recs},
         "stage_bytes": {r["rank"]: r.get("stage_bytes", 0) for r in recs},
         "loadavg": os.getloadavg()[0],
     }
 
 
+def received(stats):
+    """Bytes a rank received over the transport (stats from an mpiimport without
+    received_bytes: bcast_bytes, what it took in)."""
+    return stats.get("received_bytes", stats.get("bcast_bytes", 0))
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
+
+
+def is_leader(rank, rpn):
+    """A node's leader (its local rank 0) with nodes of rpn consecutive ranks; rpn 0 = one node."""
+    return rank % rpn == 0 if rpn > 0 else rank == 0
+
+
+def node_of(rank, rpn):
+    return rank // rpn if rpn > 0 else 0
+
+
+def node_layout(ranks, rpn):
+    """'32 ranks as 4 simulated nodes of 8' (rpn 0 or ranks <= rpn: one node)."""
+    if rpn <= 0 or ranks <= rpn:
+        return "%d rank%s on one node" % (ranks, "" if ranks == 1 else "s")
+    nodes = -(-ranks // rpn)
+    return "%d ranks as %d simulated nodes of %d%s" % (
+        ranks, nodes, rpn, "" if ranks % rpn == 0 else " (the last of %d)" % (ranks % rpn))
 
 
 def summarize(cell):
@@ -365,17 +398,60 @@ def summarize(cell):
     s["ops_varied"] = len({r["totals"]["meta_ops"] for r in runs}) > 1
     s["loadavg"] = med([r["loadavg"] for r in runs])
     s["bcast_bytes"] = med([(r["mpiimport_stats"].get(0) or {}).get("bcast_bytes", 0) for r in runs])
-    # Memory (None for raw results from before it was measured).
-    if all("rss_anon_kb" in r for r in runs):
-        s["rss_rank0_kb"] = med([r["rss_anon_kb"][0] for r in runs])
-        s["rss_other_med_kb"] = med([med([v for k, v in r["rss_anon_kb"].items() if k != 0]) for r in runs]) \
-            if cell["ranks"] > 1 else None
-        s["recv_other_max"] = med([max((v for k, v in r["recv_bytes"].items() if k != 0), default=0)
-                                   for r in runs]) if cell["ranks"] > 1 else None
-        s["stage_bytes"] = med([max(r["stage_bytes"].values()) for r in runs])
-    else:
-        s["rss_rank0_kb"] = s["rss_other_med_kb"] = s["recv_other_max"] = s["stage_bytes"] = None
+    s.update(summarize_memory(cell))
     return s
+
+
+MEMORY_KEYS = ("rss_rank0_kb", "rss_leader_med_kb", "rss_nonleader_med_kb", "rss_other_med_kb",
+               "recv_leader_max", "recv_nonleader_max", "recv_other_max", "stage_per_node_max",
+               "stage_nodes_total", "stage_bytes")
+
+
+def summarize_memory(cell):
+    """Memory after the imports, medians over the repeats. Leaders = ranks r with r % N == 0
+    (N = the cell's ranks per node; 0: one node, leader rank 0). None where a value does not
+    apply (no such ranks; plain mode has no transport and no stage) or the raw results lack it
+    (from before it was measured)."""
+    runs = cell["runs"]
+    out = dict.fromkeys(MEMORY_KEYS)
+    if not runs or not all("rss_anon_kb" in r for r in runs):
+        return out
+    rpn = cell.get("ranks_per_node") or 0
+    ranks = sorted(runs[0]["rss_anon_kb"])
+    leaders = [k for k in ranks if k != 0 and is_leader(k, rpn)]
+    nonleaders = [k for k in ranks if not is_leader(k, rpn)]
+    others = [k for k in ranks if k != 0]
+
+    def over(key, sel, agg):
+        """agg over the ranks sel of each run's per-rank key, median over the runs."""
+        if not sel or not all(key in r and all(k in r[key] for k in sel) for r in runs):
+            return None
+        return med([agg([r[key][k] for k in sel]) for r in runs])
+
+    out["rss_rank0_kb"] = over("rss_anon_kb", [0], max)
+    out["rss_leader_med_kb"] = over("rss_anon_kb", leaders, med)
+    out["rss_nonleader_med_kb"] = over("rss_anon_kb", nonleaders, med)
+    out["rss_other_med_kb"] = over("rss_anon_kb", others, med)
+    if cell["mode"] == "plain":
+        return out
+    # Bytes received over the transport; raw results from before received_bytes have
+    # recv_bytes (what each rank took in: bcast_bytes).
+    rkey = "received_bytes" if all("received_bytes" in r for r in runs) else "recv_bytes"
+    out["recv_leader_max"] = over(rkey, leaders, max)
+    out["recv_nonleader_max"] = over(rkey, nonleaders, max)
+    out["recv_other_max"] = over(rkey, others, max)
+    if all("stage_bytes" in r for r in runs):
+        per_node = []                       # per run: {node: its stage's size (max over its ranks)}
+        for r in runs:
+            nodes = {}
+            for k, v in r["stage_bytes"].items():
+                n = node_of(k, rpn)
+                nodes[n] = max(nodes.get(n, 0), v)
+            per_node.append(nodes)
+        out["stage_per_node_max"] = med([max(n.values(), default=0) for n in per_node])
+        out["stage_nodes_total"] = med([sum(n.values()) for n in per_node])
+        out["stage_bytes"] = out["stage_per_node_max"]
+    return out
 
 
 # ---- the matrix ---------------------------------------------------------------
@@ -433,7 +509,7 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                     counter[0] += 1
                     cell = {"pass": name, "meta_us": meta_us, "read_mbps": args.read_mbps,
                             "workload": workload, "mode": mode, "transport": transport,
-                            "ranks": ranks, "runs": []}
+                            "ranks": ranks, "ranks_per_node": args.ranks_per_node, "runs": []}
                     try:
                         tty = sys.stdout.isatty()
                         cache_dir = image = None
@@ -554,53 +630,98 @@ def plot(cells, path, args):
 
 def memory_section(main):
     """Private memory (RssAnon) per rank after the imports against plain
-    Python's, bytes received over the transport, the node's stage in
-    /dev/shm, and the extrapolation to 128 ranks per node and a 500 MiB stack."""
+    Python's — non-leaders, the other node leaders and rank 0 apart —, bytes
+    received over the transport, each node's stage in /dev/shm, and the
+    extrapolation to 128 ranks per node and a 500 MiB stack."""
     L = []
     rows = []
-    for c in sorted(main, key=lambda c: (c["workload"], c["ranks"], c["mode"] != "plain", c["mode"])):
+    for c in sorted(main, key=lambda c: (c["workload"], c["ranks"], c["mode"])):
         s = c["summary"]
-        if c["mode"] == "plain" or s.get("rss_other_med_kb") is None:
+        if c["mode"] == "plain" or s.get("rss_rank0_kb") is None:
             continue
         plain = find(main, workload=c["workload"], ranks=c["ranks"], mode="plain")
-        p = plain["summary"] if plain else None
-        if p is None or p.get("rss_other_med_kb") is None:
-            continue
-        image = s["bcast_bytes"] or 0
-        extra = (s["rss_other_med_kb"] - p["rss_other_med_kb"]) * 1024.0
-        extra0 = (s["rss_rank0_kb"] - p["rss_rank0_kb"]) * 1024.0
-        rows.append((c, s, p, image, extra, extra0))
+        p = plain["summary"] if plain else {}
+
+        def private(kb, plain_kb):
+            return None if kb is None or plain_kb is None else (kb - plain_kb) * 1024.0
+
+        rows.append({
+            "cell": c, "s": s, "image": s.get("bcast_bytes") or 0,
+            # a plain run has no leaders: its non-root median is the reference for both
+            "nonleader": private(s.get("rss_nonleader_med_kb"), p.get("rss_other_med_kb")),
+            "leader": private(s.get("rss_leader_med_kb"), p.get("rss_other_med_kb")),
+            "rank0": private(s.get("rss_rank0_kb"), p.get("rss_rank0_kb")),
+        })
     if not rows:
         return L
     mib = 1024.0 * 1024.0
+
+    def m(x):
+        return "-" if x is None else "%.1f" % (x / mib)
+
+    def mx(x, image):
+        return "-" if x is None else "%.1f (%s)" % (x / mib, "%.2f×" % (x / image) if image else "-")
+
+    rpns = sorted({r["cell"].get("ranks_per_node") or 0 for r in rows})
+    rmax = max(r["cell"]["ranks"] for r in rows)
+    if rpns == [0]:
+        layout = ("every rank on one node (this machine), so rank 0 is the only leader and the other "
+                  "leaders' column is empty")
+    else:
+        n = max(rpns)
+        layout = ("nodes of %s consecutive ranks simulated on this one machine "
+                  "(`MPIIMPORT_RANKS_PER_NODE` in the mpiimport modes; leaders: ranks %s), e.g. %s; "
+                  "the simulated nodes share this machine's memory, each with its own stage "
+                  "directory" % (" / ".join(str(x) for x in rpns if x),
+                                 "0, %d, %d, ..." % (n, 2 * n) if len(rpns) == 1 else "0, N, 2N, ...",
+                                 node_layout(rmax, n)))
     L.append("## Memory (measured)")
     L.append("")
-    L.append("After the imports, per rank: *private* = `RssAnon` (`/proc/self/status`) minus a plain "
-             "rank's in the same workload and rank count (non-root: median over ranks); *image* = the "
-             "bytes rank 0 broadcast (`bcast_bytes`); *received* = the most any non-root rank received "
-             "over the transport; */dev/shm* = the node's stage directory while the job runs (one node "
-             "here).")
+    L.append("After the imports, per rank. A node's *leader* is its local rank 0: rank 0 sends its "
+             "messages to the leaders only; a leader stages the files in its node's stage directory "
+             "(/dev/shm) and writes the facts to the node's index, which the node's other ranks "
+             "(*non-leaders*) read: they receive nothing over the transport. Rank 0 is the first "
+             "node's leader. Node layout: %s. Columns: *image* = the bytes rank 0 sent "
+             "(`bcast_bytes`); *private* = `RssAnon` (`/proc/self/status`) minus plain Python's in "
+             "the same workload and rank count — non-leaders and other leaders: the median over "
+             "those ranks against the median over plain's non-root ranks; rank 0 against plain's "
+             "rank 0 — and, in brackets, as a multiple of the image; *received* = the most any "
+             "non-root leader / any non-leader received over the transport (`received_bytes`); "
+             "*/dev/shm per node* = the largest node's stage directory while the job runs (× image). "
+             "Medians over the repeats; \"-\" = no such ranks in the cell, or not measured." % layout)
     L.append("")
-    L.append("| workload | mode | ranks | image MiB | non-root private MiB (× image) | rank 0 private MiB "
-             "(× image) | received per non-root MiB | /dev/shm per node MiB |")
-    L.append("|---|---|--:|--:|--:|--:|--:|--:|")
-    for c, s, p, image, extra, extra0 in rows:
-        L.append("| %s | %s | %d | %.1f | %.1f (%s) | %.1f (%s) | %.1f | %.1f |" % (
-            c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"], image / mib, extra / mib,
-            "%.2f×" % (extra / image) if image else "-", extra0 / mib,
-            "%.2f×" % (extra0 / image) if image else "-", (s["recv_other_max"] or 0) / mib,
-            (s["stage_bytes"] or 0) / mib))
+    L.append("| workload | mode | ranks | image MiB | non-leader private MiB (× image) | other leaders' "
+             "private MiB (× image) | rank 0 private MiB (× image) | received per leader MiB | "
+             "received per non-leader MiB | /dev/shm per node MiB (× image) |")
+    L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        c, s, image = r["cell"], r["s"], r["image"]
+        L.append("| %s | %s | %d | %.1f | %s | %s | %s | %s | %s | %s |" % (
+            c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"], image / mib,
+            mx(r["nonleader"], image), mx(r["leader"], image), mx(r["rank0"], image),
+            m(s.get("recv_leader_max")), m(s.get("recv_nonleader_max")),
+            mx(s.get("stage_per_node_max"), image)))
     L.append("")
-    big = [r for r in rows if r[3]]
+    big = [r for r in rows if r["image"] and r["nonleader"] is not None and r["rank0"] is not None]
     if big:
-        c, s, p, image, extra, extra0 = max(big, key=lambda r: (r[0]["ranks"], r[3]))
-        per_rank = extra / image * 500 * mib
-        L.append("Extrapolation: with the ratio measured for %s %s at %d ranks (%.2f × the image per "
-                 "non-root rank), 128 ranks per node and a 500 MiB stack hold **%.1f GiB of private "
-                 "memory per node** (127 × %.0f MiB, plus rank 0's), before the application allocates "
-                 "anything." % (c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"],
-                                extra / image, (127 * per_rank + extra0 / image * 500 * mib) / (1024 * mib),
-                                per_rank / mib))
+        r = max(big, key=lambda r: (r["cell"]["ranks"], r["image"]))
+        c, s, image = r["cell"], r["s"], r["image"]
+        stack = 500 * mib
+        nl = r["nonleader"] / image
+        # A node's leader: rank 0 on the first node, another leader on the others: the larger.
+        ld = max(x / image for x in (r["rank0"], r["leader"]) if x is not None)
+        node = 127 * nl * stack + ld * stack
+        shm = s.get("stage_per_node_max")
+        L.append("Extrapolation: with the ratios measured for %s %s at %d ranks (%s) — %.2f × the image "
+                 "per non-leader rank, %.2f × for the node's leader (the larger of rank 0's and the "
+                 "other leaders') — 128 ranks per node and a 500 MiB stack hold **%.1f GiB of private "
+                 "memory per node** (127 non-leaders × %.0f MiB + one leader × %.0f MiB), before the "
+                 "application allocates anything%s." % (
+                     c["workload"], mode_label(c["mode"], c["transport"]), c["ranks"],
+                     node_layout(c["ranks"], c.get("ranks_per_node") or 0), nl, ld, node / (1024 * mib),
+                     nl * stack / mib, ld * stack / mib,
+                     "; the node's stage in /dev/shm adds %.2f × the stack, %.1f GiB, once per node" % (
+                         shm / image, shm / image * stack / (1024 * mib)) if shm else ""))
         L.append("")
     return L
 
@@ -624,6 +745,14 @@ def report(cells, args, meta, plot_note):
                  max([c["ranks"] for c in cells] or [0]), os.cpu_count(), meta["load_start"],
                  meta["load_end"]))
     L.append("")
+    rpn = meta.get("ranks_per_node") or 0
+    if rpn:
+        L.append("Nodes: **simulated** — `MPIIMPORT_RANKS_PER_NODE=%d` in every mpiimport mode (not "
+                 "plain): %s. All on this one machine; each node's leader (its local rank 0) receives "
+                 "rank 0's messages and stages the files in its node's stage directory (/dev/shm), the "
+                 "node's other ranks read them from there." % (rpn, "; ".join(
+                     node_layout(r, rpn) for r in sorted({c["ranks"] for c in cells}, reverse=True))))
+        L.append("")
     L.append("## Setup")
     L.append("")
     L.append("* **Emulated file system** — `tests/bench/emufs` (FUSE, libfuse3): a read-only passthrough "
@@ -953,6 +1082,9 @@ def parse_args(argv):
                          "recording run first, private MPIIMPORT_CACHE_DIR); image = a packed image "
                          "(one unmeasured `python3 -m mpiimport pack` run first, MPIIMPORT_IMAGE on "
                          "local disk, MPIIMPORT_TRUST_IMAGE=1); :NAME picks one transport")
+    ap.add_argument("--ranks-per-node", type=int, default=0, metavar="N",
+                    help="simulate nodes of N consecutive ranks (MPIIMPORT_RANKS_PER_NODE=N in every "
+                         "mpiimport mode; leaders = ranks 0, N, 2N, ...); default 0: all ranks on one node")
     ap.add_argument("--mpiimport-timeout", type=int, default=300,
                     help="MPIIMPORT_TIMEOUT for the runs (oversubscribed ranks wait long)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -976,6 +1108,8 @@ def parse_args(argv):
                     help="no runs: rewrite the report and plot from a previous run's raw results")
     ap.add_argument("--workdir", default=None, help="where mounts and the job go (default: a temp dir)")
     a = ap.parse_args(argv)
+    if a.ranks_per_node < 0:
+        ap.error("--ranks-per-node: 0 (one node) or a positive number of ranks")
     if a.quick:
         a.ranks, a.workloads, a.repeat = "1,2,4", "numpy", 1
         a.wall_ranks, a.wall_repeat = "1,4", 1
@@ -1000,9 +1134,13 @@ def main(argv=None):
             data = json.load(f)
         for k in ("meta_us", "read_mbps", "repeat", "wall_meta_us", "wall_repeat"):
             setattr(args, k, data["args"][k])
+        args.ranks_per_node = data["args"].get("ranks_per_node", 0)   # older results: one node
+        data["meta"].setdefault("ranks_per_node", args.ranks_per_node)
         for c in data["cells"]:                 # JSON made the rank keys strings
+            c.setdefault("ranks_per_node", args.ranks_per_node)
             for r in c["runs"]:
-                for k in ("ranks", "startup", "startup_bytes", "install_window", "mpiimport_stats"):
+                for k in ("ranks", "startup", "startup_bytes", "install_window", "mpiimport_stats",
+                          "rss_anon_kb", "received_bytes", "recv_bytes", "bcast_bytes", "stage_bytes"):
                     if k in r:                  # install_window: not in results from before the second mark
                         r[k] = {int(kk): v for kk, v in r[k].items()}
             if "error" not in c:
@@ -1044,9 +1182,11 @@ def main(argv=None):
         total = len(workloads) * len(main_ranks) * len(modes)
         if not args.no_wall:
             total += len(wall_workloads) * len(wall_ranks) * len(modes)
-        log("bench: %d cells; modes %s; main ranks %s; %s" % (
+        log("bench: %d cells; modes %s; main ranks %s; %s%s" % (
             total, ", ".join(mode_label(*m) for m in modes), args.ranks,
-            "no wall pass" if args.no_wall else "wall pass ranks %s at %d µs" % (args.wall_ranks, args.wall_meta_us)))
+            "no wall pass" if args.no_wall else "wall pass ranks %s at %d µs" % (args.wall_ranks, args.wall_meta_us),
+            "; simulated nodes of %d ranks (MPIIMPORT_RANKS_PER_NODE)" % args.ranks_per_node
+            if args.ranks_per_node else ""))
         if max(main_ranks + ([] if args.no_wall else wall_ranks)) > (os.cpu_count() or 1):
             log("bench: note: more ranks than the %d cores: oversubscribed" % os.cpu_count())
         args.log_dir = args.workdir or tempfile.gettempdir()   # failed runs' output goes here
@@ -1078,7 +1218,8 @@ def main(argv=None):
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "elapsed": fmt_dur(elapsed), "elapsed_s": elapsed, "host": platform.node() or "?",
             "python": "Python %s" % platform.python_version(),
-            "load_start": load_start, "load_end": os.getloadavg()[0]}
+            "load_start": load_start, "load_end": os.getloadavg()[0],
+            "ranks_per_node": args.ranks_per_node}
     return write_outputs(args, cells, meta, rewrite_json=True)
 
 

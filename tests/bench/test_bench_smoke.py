@@ -87,8 +87,11 @@ def test_emufs_usage_and_refusals(tmp_path):
 
 
 def test_two_ranks_plain_vs_mpiimport(workdir):
-    p, out = run_bench(workdir, "--ranks", "2", "--workloads", "numpy", "--modes", "plain,mpiimport,replay",
-                       "--repeat", "1", "--no-wall", "--meta-us", "0", "--read-mbps", "0")
+    # --ranks-per-node 2: both ranks on one (simulated) node, rank 1 its non-leader; the
+    # option reaches the mpiimport modes as MPIIMPORT_RANKS_PER_NODE.
+    p, out = run_bench(workdir, "--ranks", "2", "--ranks-per-node", "2", "--workloads", "numpy",
+                       "--modes", "plain,mpiimport,replay", "--repeat", "1", "--no-wall", "--meta-us", "0",
+                       "--read-mbps", "0")
     assert p.returncode == 0, p.stdout[-4000:]
     with open(out) as f:
         text = f.read()
@@ -96,10 +99,21 @@ def test_two_ranks_plain_vs_mpiimport(workdir):
     # The report shows the install window (import mpiimport + install()) beside start-up.
     assert "| start-up | install r0 | install other max |" in text, text[:3000]
     assert "server operations between the end of start-up and the end of `install()`" in text
-    # and a memory section: private memory per rank against plain's, /dev/shm per node
+    # and a memory section: private memory per rank against plain's (non-leaders, other
+    # leaders, rank 0), bytes received per leader / non-leader, /dev/shm per node
     assert "## Memory (measured)" in text and "GiB of private memory per node" in text
+    assert ("| non-leader private MiB (× image) | other leaders' private MiB (× image) | rank 0 private "
+            "MiB (× image) | received per leader MiB | received per non-leader MiB | /dev/shm per node "
+            "MiB (× image) |") in text, text
+    mem = [line.split("|")[1:-1] for line in text.split("## Memory (measured)")[1].split("## ")[0].splitlines()
+           if line.startswith("| numpy |")]
+    assert mem and all(len(r) == 10 for r in mem), mem
+    for r in mem:                                         # rank 1, the non-leader, received nothing
+        assert r[7].strip() == "-" and r[8].strip() == "0.0" and float(r[3]) > 1, r
     with open(os.path.splitext(out)[0] + ".json") as f:
-        cells = json.load(f)["cells"]
+        data = json.load(f)
+    assert data["meta"]["ranks_per_node"] == 2
+    cells = data["cells"]
     plain = [c for c in cells if c["mode"] == "plain"]
     mpi = [c for c in cells if c["mode"] != "plain"]
     assert len(plain) == 1 and mpi, [c["mode"] for c in cells]
@@ -134,6 +148,12 @@ def test_two_ranks_plain_vs_mpiimport(workdir):
         assert 0 < m_ranks["0"]["meta_ops"] <= 1.2 * p_rank
         assert m_ranks["0"]["read_bytes"] > 1 << 20
         assert r["totals"]["meta_ops"] < pr["totals"]["meta_ops"]
+        # Node image: rank 0 sends the bytes to the leaders only (none but itself here); the
+        # non-leader takes the facts from the node's index (bcast_bytes) and receives 0 bytes
+        # over the transport; the node's stage in /dev/shm holds the files.
+        assert r["received_bytes"] == {"0": 0, "1": 0}, (c["mode"], r["received_bytes"])
+        assert r["bcast_bytes"]["0"] > 1 << 20 and r["bcast_bytes"]["1"] > 0, r["bcast_bytes"]
+        assert r["stage_bytes"]["1"] > 1 << 20, r["stage_bytes"]
         # Importing the mpiimport package and calling install() uses only built-in and
         # frozen modules: a non-root rank touches the shared file system 0 times there.
         assert win["1"]["meta_ops"] == 0, ("%s/%s: rank 1 made %d server operations in the install "

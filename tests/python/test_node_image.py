@@ -156,3 +156,121 @@ def test_a_node_whose_stage_cannot_be_made_is_relayed_whole(tmp_path):
         if r != 0:
             # no index: every rank but the root receives the messages whole
             assert g["received"] > 1 << 20, (r, g)
+
+
+STAGED_JOB = r"""
+import json, os, sys
+import mpiimport
+try:
+    os.stat('/mpiimport-test-mark')   # in the trace: what follows is install() and the imports
+except OSError:
+    pass
+ok = mpiimport.install()
+import numpy, numpy.linalg, pkg_a.sub
+st = mpiimport.stats()
+print('NODE', json.dumps({
+    'rank': st['rank'], 'ok': ok, 'replayed': bool(st.get('replayed')), 'transport': st['transport'],
+    'messages': st['bcast_count'], 'received': st['received_bytes'], 'fs_calls': st['fs_calls'],
+    'norm': float(numpy.linalg.norm(numpy.ones(4))), 'value': pkg_a.sub.VALUE,
+    'data': pkg_a.sub.data(), 'numpy': numpy.__file__}), flush=True)
+"""
+
+
+def mpiimport_cli(args, env):
+    return subprocess.run([PYTHON, "-m", "mpiimport"] + args, env=job_env(env), capture_output=True,
+                          text=True, timeout=300)
+
+
+def staged_setup(tmp_path):
+    site = site_tree(tmp_path)
+    job = tmp_path / "staged_job.py"
+    job.write_text(STAGED_JOB)
+    stage_dir = tmp_path / "shm"
+    stage_dir.mkdir(mode=0o700)
+    image = tmp_path / "app.mpii"
+    env = env_for(site, {"MPIIMPORT_STAGE_DIR": str(stage_dir)})
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(site)], check=True)
+    p = mpiimport_cli(["pack", "-o", str(image), "--", str(job)], env)
+    assert p.returncode == 0, p.stderr
+    return site, job, stage_dir, image, env
+
+
+def test_a_staged_image_serves_later_job_steps_with_no_collective_and_no_shared_file_system_call(tmp_path):
+    site, job, stage_dir, image, env = staged_setup(tmp_path)
+    p = mpiimport_cli(["stage", str(image)], env)
+    assert p.returncode == 0 and "staged" in p.stdout and "MPIIMPORT_STAGED=1" in p.stdout, p.stdout + p.stderr
+    p = mpiimport_cli(["stage", str(image)], env)
+    assert p.returncode == 0 and "staged already" in p.stdout, p.stdout
+    roots = os.listdir(stage_dir)
+    assert len(roots) == 1 and "-image-" in roots[0], roots
+    # Two job steps; the second under strace: not one call into the site tree.
+    step = dict(env, MPIIMPORT_IMAGE=str(image), MPIIMPORT_STAGED="1")
+    numpy_file = plain_numpy_file()
+    for traced in (False, True):
+        trace = tmp_path / ("trace%d" % traced)
+        trace.mkdir()
+        args = ["-ff", "-qq", "-e", "trace=%file,read,readlink", "-o", str(trace / "t"), PYTHON, str(job)]
+        p = run_mpi(4, ["-c", "import os, sys; os.execvp('strace', ['strace'] + sys.argv[1:])"] + args
+                    if traced else [str(job)], extra_env=step, timeout=400)
+        got = ranks_of(p, 4)
+        for r, g in got.items():
+            assert g["ok"] and g["replayed"] and g["transport"] == "staged", g
+            assert g["messages"] == 0 and g["received"] == 0 and g["fs_calls"] == 0, g
+            assert g["norm"] == 2.0 and g["value"] == "sub of pkg_a" and g["data"] == 1400, g
+            assert g["numpy"] == numpy_file
+        assert "mpiimport:" not in p.stderr, p.stderr
+    # after the mark, per process: install() and the imports; data files are
+    # open()ed by the program itself
+    marked, calls = 0, []
+    for name in os.listdir(trace):      # one file per process
+        after = False
+        for line in open(trace / name).read().splitlines():
+            if "/mpiimport-test-mark" in line:
+                after = True
+                marked += 1
+            elif after and '"' + str(site) in line and "payload.txt" not in line:
+                calls.append(line)
+    assert marked == 4 and calls == [], (marked, calls[:20])
+    # the stage stays for the next step, until unstaged
+    assert os.listdir(stage_dir) == roots
+    p = mpiimport_cli(["unstage", str(image)], env)
+    assert p.returncode == 0 and "removed" in p.stdout, p.stdout + p.stderr
+    assert os.listdir(stage_dir) == []
+
+
+@pytest.mark.parametrize("damage", ["partial", "file size", "index byte", "seal"])
+def test_a_damaged_stage_is_refused_and_the_job_imports_plainly(tmp_path, damage):
+    site, job, stage_dir, image, env = staged_setup(tmp_path)
+    p = mpiimport_cli(["stage", str(image)], env)
+    assert p.returncode == 0, p.stderr
+    root = stage_dir / os.listdir(stage_dir)[0]
+    if damage == "partial":
+        # a stager killed before its rename leaves only its .part directory
+        os.rename(root, str(root) + ".part-12345")
+    elif damage == "file size":
+        pyc = [n for n in os.listdir(str(root) + str(site / "pkg_a" / "__pycache__")) if n.startswith("sub.")]
+        with open(str(root) + str(site / "pkg_a" / "__pycache__" / pyc[0]), "ab") as f:
+            f.write(b"more bytes")
+    elif damage == "index byte":
+        index = root / ".mpiimport" / "index"
+        data = bytearray(index.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        index.write_bytes(bytes(data))
+    else:
+        (root / ".mpiimport" / "seal").write_bytes(b"MPIISEAL")
+    step = dict(env, MPIIMPORT_IMAGE=str(image), MPIIMPORT_STAGED="1")
+    p = run_mpi(2, [str(job)], extra_env=step, timeout=400)
+    got = ranks_of(p, 2)
+    for r, g in got.items():
+        assert not g["ok"] and g["value"] == "sub of pkg_a" and g["data"] == 1400, g   # plain, right bytes
+    said = [l for l in p.stderr.splitlines() if l.startswith("mpiimport: rank ")]
+    assert len(said) == 2 and all("importing normally" in l for l in said), p.stderr
+    if damage == "partial":
+        assert "not staged on this node" in said[0]
+    else:
+        assert "stage of" in said[0], said
+    # staging again repairs it
+    p = mpiimport_cli(["stage", str(image)], env)
+    assert p.returncode == 0 and "staged already" not in p.stdout, p.stdout + p.stderr
+    p = run_mpi(2, [str(job)], extra_env=step, timeout=400)
+    assert all(g["ok"] and g["replayed"] for g in ranks_of(p, 2).values()), p.stderr

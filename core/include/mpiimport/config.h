@@ -27,6 +27,9 @@ typedef struct mpii_config {
     int record;                           /* MPIIMPORT_RECORD=0 disables recorded lists (default 1) */
     char image[MPII_CONFIG_STR_MAX];      /* MPIIMPORT_IMAGE: a packed image to broadcast at install */
     int trust_image;                      /* MPIIMPORT_TRUST_IMAGE=1: skip the staleness checks */
+    int staged;                           /* MPIIMPORT_STAGED=1: the image is staged on every node
+                                             (mpiimport stage): no collective, each rank serves
+                                             from its node's stage */
     char job_id[64];                      /* from SLURM_JOB_ID, PMIX_NAMESPACE or OMPI_MCA_ess_base_jobid */
 } mpii_config;
 

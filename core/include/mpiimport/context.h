@@ -85,6 +85,12 @@ const char *mpii_context_stage_root(const mpii_context *ctx);
  * the directory was refused as unsafe). */
 int mpii_context_stage_errno(const mpii_context *ctx);
 
+/* A one-process context (the self transport) serves from a staged image
+ * (stage.h: mpii_stage_image_load): its index becomes the knowledge, the
+ * stage root is the staged image's (never removed by this context), and the
+ * session is frozen: no message, no collective. */
+mpii_status mpii_context_use_staged(mpii_context *ctx, const char *root, const mpii_image *index);
+
 /* Questions. *entry is NULL when the path does not exist (MISS). An unknown
  * fact is read by the root; once frozen, by every rank for itself. */
 mpii_status mpii_context_listing(mpii_context *ctx, const char *dir, const mpii_entry **entry,

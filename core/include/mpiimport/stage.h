@@ -15,6 +15,7 @@
 #define MPIIMPORT_STAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mpiimport/status.h"
 
@@ -51,6 +52,24 @@ mpii_status mpii_stage_register(const char *root);
 mpii_status mpii_stage_leave(const char *root, int *last);
 mpii_status mpii_stage_discard(const char *root);
 size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir);
+
+/* A packed image staged on a node for more than one job step
+ * (stage_image.c). root: <stage_dir>/mpiimport-<uid>-image-<hash of the
+ * image's absolute path, as named: no file-system call>. stage: reads the
+ * image, writes its files, index and seal under a temporary root and renames
+ * it into place; *already when a valid stage of this very image (same
+ * checksum) is there (nothing written). load: the index of a sealed, valid
+ * stage (seal, index checksum, every staged file's stat; node-local calls
+ * only), its root in root; MPII_ERR_NOTFOUND when not staged. unstage:
+ * removes it (*removed: it was there). */
+#include "mpiimport/image.h"
+mpii_status mpii_stage_image_root(const char *stage_dir, const char *image_path, char *root,
+                                  size_t cap);
+mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, double timeout_s,
+                             int *already, uint64_t *files, uint64_t *bytes);
+mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
+                                  size_t root_cap, mpii_image **index);
+mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, int *removed);
 
 #ifdef __cplusplus
 }

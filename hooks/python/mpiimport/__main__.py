@@ -9,6 +9,15 @@ or show what an image holds.
         MPIIMPORT_TRUST_IMAGE=1, and broadcasts it once).
     python3 -m mpiimport show app.mpii [--all]
         Lists the entries of an image (or of a recorded list) and their sizes.
+    python3 -m mpiimport stage app.mpii        (one task per node:
+        srun --ntasks-per-node=1 ..., mpirun --map-by ppr:1:node ...)
+        Stages the image on this node (MPIIMPORT_STAGE_DIR, /dev/shm by
+        default) for every later job step of the allocation. Those steps run
+        with MPIIMPORT_IMAGE=app.mpii MPIIMPORT_STAGED=1: every rank serves from
+        its node's stage, with no collective and no shared-file-system call for
+        the image. Stage again after packing again.
+    python3 -m mpiimport unstage app.mpii
+        Removes this node's stage of the image.
     python3 -m mpiimport doctor [--json]
         Will mpiimport work here, and how? Under mpirun or srun: a self-test.
 """
@@ -161,6 +170,41 @@ def _show(args):
     return 0
 
 
+def _node_name():
+    try:
+        return os.uname().nodename
+    except OSError:
+        return "this node"
+
+
+def _stage(args):
+    try:
+        already, files, nbytes, root = _core.stage_image(args.image)
+    except (_core.Error, ValueError) as e:
+        print("mpiimport stage: %s: %s (nothing staged; check the image with `python3 -m mpiimport "
+              "show %s`)" % (_node_name(), e, args.image), file=sys.stderr)
+        return 1
+    if already:
+        print("mpiimport stage: %s: %s is staged already in %s" % (_node_name(), args.image, root))
+    else:
+        print("mpiimport stage: %s: staged %s (%d files, %.1f MiB) in %s"
+              % (_node_name(), args.image, files, nbytes / 1048576.0, root))
+    print("mpiimport stage: run the job steps with MPIIMPORT_IMAGE=%s MPIIMPORT_STAGED=1; "
+          "`python3 -m mpiimport unstage %s` removes it" % (args.image, args.image))
+    return 0
+
+
+def _unstage(args):
+    try:
+        removed, root = _core.unstage_image(args.image)
+    except (_core.Error, ValueError) as e:
+        print("mpiimport unstage: %s: %s" % (_node_name(), e), file=sys.stderr)
+        return 1
+    print("mpiimport unstage: %s: %s %s" % (_node_name(), "removed" if removed else "nothing staged at",
+                                            root))
+    return 0
+
+
 def _doctor_doc():
     from . import _doctor
     return _doctor.__doc__
@@ -176,6 +220,10 @@ def main(argv=None):
     sh = sub.add_parser("show", help="list an image's entries")
     sh.add_argument("image")
     sh.add_argument("--all", action="store_true")
+    st = sub.add_parser("stage", help="stage an image on this node for later job steps (one task per node)")
+    st.add_argument("image")
+    us = sub.add_parser("unstage", help="remove this node's stage of an image")
+    us.add_argument("image")
     dr = sub.add_parser("doctor", help="will mpiimport work here, and how? (under mpirun: a self-test)",
                         description=_doctor_doc())
     dr.add_argument("--json", action="store_true", help="one JSON object instead of text")
@@ -183,6 +231,10 @@ def main(argv=None):
     if args.command == "doctor":
         from . import _doctor
         return _doctor.run(args.json)
+    if args.command == "stage":
+        return _stage(args)
+    if args.command == "unstage":
+        return _unstage(args)
     if args.command == "pack":
         if args.program and args.program[0] == "--":
             args.program = args.program[1:]

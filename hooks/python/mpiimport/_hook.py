@@ -901,6 +901,8 @@ def install(_transport=None):
         if config["verbose"]:
             _say("no parallel launcher found (mpirun, srun); importing normally")
         return False
+    if config["staged"] and config["image"] and _transport is None:
+        return _install_staged(config, config_errors, skipped)
     try:
         ctx = _core.Context(config["transport"] or None, _suffix_table(), skipped)
     except (ValueError, _core.Error) as e:
@@ -910,7 +912,41 @@ def install(_transport=None):
     config["transport_name"] = config["transport"] or transports()[0]
     session = _Session(ctx, config, _prefixes(config))
     session.config_errors = config_errors
-    if _start_session(session) == "plain":
+    return _activate(session, _start_session(session))
+
+
+def _install_staged(config, config_errors, skipped):
+    """MPIIMPORT_STAGED=1: the image was staged on every node beforehand
+    (`mpiimport stage`), so this rank serves from its node's stage alone, with
+    no transport, no collective and no shared-file-system call for the image.
+    A node without the stage (or with a broken one) imports plainly."""
+    rank, size = _launcher_rank_size()
+    image = config["image"]
+    try:
+        ctx = _core.Context("self", _suffix_table(), skipped)
+        root = ctx.use_staged(image)
+    except (ValueError, _core.Error) as e:
+        _say("rank %d: %s; importing normally" % (rank, e))
+        return False
+    if root is None:
+        ctx.close()
+        _say("rank %d: MPIIMPORT_STAGED=1 but %s is not staged on this node (run `python3 -m mpiimport "
+             "stage %s` on every node first, one task per node); importing normally" % (rank, image, image))
+        return False
+    _state.contexts.append(ctx)
+    config["transport_name"] = "staged"
+    session = _Session(ctx, config, _prefixes(config))
+    session.rank, session.size, session.root = rank, size, rank == 0
+    session.config_errors = config_errors
+    session.frozen = True
+    session.replay = (image, 0, 0)
+    return _activate(session, "replay")
+
+
+def _activate(session, started):
+    """The session's finder at the head of sys.meta_path, once it started."""
+    config, config_errors, ctx = session.config, session.config_errors, session.ctx
+    if started == "plain":
         # the job agreed to import plainly: rank 0's settings were bad
         session.finished = True
         try:

@@ -1,0 +1,346 @@
+/* stage_image.c — STAGE for more than one job step: a packed image staged on
+ * a node (`mpiimport stage app.mpii`, one task per node) so that later job
+ * steps on that node serve from it with no collective and no shared-file-
+ * system call.
+ *
+ * Layout: <stage_dir>/mpiimport-<uid>-image-<16 hex: hash of the image's
+ * absolute path>/, holding every file of the image at its original path
+ * (as a job's stage does, so $ORIGIN resolves), and
+ *   .mpiimport/index   the image's facts, serialised and checksummed: its
+ *                      files as stat data flagged MPII_FILE_STAGED, its
+ *                      listings, misses and compiled code;
+ *   .mpiimport/seal    written last: "MPIISEAL", a version, the image's
+ *                      payload checksum and size, the index's size, and the
+ *                      image's path.
+ * Staging writes all of it under "<root>.part-<pid>" and renames that into
+ * place, so a root is either whole and sealed or absent: a killed stager
+ * leaves only a .part directory, never a half stage under the real name.
+ *
+ * Loading checks the seal (magic, version, the path it names), parses the
+ * index (checksum, bounds; its size must be the seal's) and stats every
+ * staged file (a regular file of the size the index says, not a symlink):
+ * node-local calls only, the image itself is not touched. Anything else is
+ * refused (MPII_ERR_CORRUPT and friends): the caller imports without it.
+ * A stage is the image as it was when staged: after packing again, stage
+ * again (the new image replaces the old stage when its checksum differs).
+ *
+ * A staged image has no registry (stage_registry.c), so start-up sweeps
+ * leave it alone; mpii_unstage_image removes it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mpiimport/checksum.h"
+#include "mpiimport/image.h"
+#include "mpiimport/stage.h"
+#include "mpiimport/util.h"
+
+#define SEAL_MAGIC "MPIISEAL"
+#define SEAL_VERSION 1u
+#define SEAL_FIXED 40u /* magic, u32 version, u32 path length, u64 checksum, u64 size, u64 index size */
+#define INDEX_NAME "/.mpiimport/index"
+#define SEAL_NAME "/.mpiimport/seal"
+#define ROOT_MAX 4096
+
+/* The image's absolute path as named (relative to the working directory:
+ * no file-system call), which names the stage. */
+static mpii_status absolute(const char *image_path, char *out, size_t cap)
+{
+    int n;
+    if (image_path == NULL || image_path[0] == '\0')
+        return MPII_ERR_INVALID;
+    if (image_path[0] == '/') {
+        n = snprintf(out, cap, "%s", image_path);
+    } else {
+        char cwd[ROOT_MAX];
+        if (getcwd(cwd, sizeof cwd) == NULL)
+            return MPII_ERR_IO;
+        n = snprintf(out, cap, "%s/%s", cwd, image_path);
+    }
+    return n > 0 && (size_t)n < cap ? MPII_OK : MPII_ERR_TOOLONG;
+}
+
+mpii_status mpii_stage_image_root(const char *stage_dir, const char *image_path, char *root,
+                                  size_t cap)
+{
+    char abs[ROOT_MAX];
+    mpii_status st = absolute(image_path, abs, sizeof abs);
+    if (st != MPII_OK)
+        return st;
+    uint64_t h = mpii_checksum64(abs, strlen(abs), 0);
+    int n = snprintf(root, cap, "%s/mpiimport-%lu-image-%016llx", stage_dir,
+                     (unsigned long)geteuid(), (unsigned long long)h);
+    return n > 0 && (size_t)n < cap ? MPII_OK : MPII_ERR_TOOLONG;
+}
+
+/* Reads a whole regular file (not a symlink) into a malloc'd buffer. */
+static mpii_status read_whole(const char *path, uint8_t **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND : errno == ELOOP ? MPII_ERR_UNSAFE : MPII_ERR_IO;
+    struct stat sb;
+    mpii_status st = MPII_OK;
+    if (fstat(fd, &sb) != 0)
+        st = MPII_ERR_IO;
+    else if (!S_ISREG(sb.st_mode))
+        st = MPII_ERR_NOTREG;
+    size_t n = st == MPII_OK ? (size_t)sb.st_size : 0;
+    uint8_t *buf = NULL;
+    if (st == MPII_OK && (buf = malloc(n ? n : 1)) == NULL)
+        st = MPII_ERR_NOMEM;
+    if (st == MPII_OK)
+        st = mpii_read_full(fd, buf, n);
+    if (close(fd) != 0 && st == MPII_OK)
+        st = MPII_ERR_IO;
+    if (st != MPII_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *len = n;
+    return MPII_OK;
+}
+
+struct seal {
+    uint64_t image_checksum, image_size, index_size;
+    char path[ROOT_MAX];
+};
+
+static mpii_status read_seal(const char *root, struct seal *seal)
+{
+    char path[ROOT_MAX + 64];
+    if (snprintf(path, sizeof path, "%s" SEAL_NAME, root) >= (int)sizeof path)
+        return MPII_ERR_TOOLONG;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    mpii_status st = read_whole(path, &buf, &len);
+    if (st != MPII_OK)
+        return st;
+    uint32_t plen = len >= SEAL_FIXED ? mpii_get_u32(buf + 12) : 0;
+    if (len < SEAL_FIXED || memcmp(buf, SEAL_MAGIC, 8) != 0 || mpii_get_u32(buf + 8) != SEAL_VERSION ||
+        plen >= sizeof seal->path || len != SEAL_FIXED + plen) {
+        free(buf);
+        return MPII_ERR_CORRUPT;
+    }
+    seal->image_checksum = mpii_get_u64(buf + 16);
+    seal->image_size = mpii_get_u64(buf + 24);
+    seal->index_size = mpii_get_u64(buf + 32);
+    memcpy(seal->path, buf + SEAL_FIXED, plen);
+    seal->path[plen] = '\0';
+    free(buf);
+    return MPII_OK;
+}
+
+static mpii_status load(const char *root, const char *abs_image, mpii_image **index,
+                        struct seal *seal)
+{
+    mpii_status st = read_seal(root, seal);
+    if (st != MPII_OK)
+        return st;
+    if (strcmp(seal->path, abs_image) != 0)
+        return MPII_ERR_NOTFOUND; /* another image's stage under the same hash */
+    char path[ROOT_MAX + 64];
+    if (snprintf(path, sizeof path, "%s" INDEX_NAME, root) >= (int)sizeof path)
+        return MPII_ERR_TOOLONG;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if ((st = read_whole(path, &buf, &len)) != MPII_OK)
+        return st == MPII_ERR_NOTFOUND ? MPII_ERR_CORRUPT : st;
+    if (len != seal->index_size) {
+        free(buf);
+        return MPII_ERR_CORRUPT;
+    }
+    mpii_image *img = NULL;
+    st = mpii_image_parse(buf, len, &img, NULL, NULL, 0);
+    free(buf);
+    if (st != MPII_OK)
+        return st;
+    /* every staged file: there, a regular file (no symlink), of its size */
+    for (size_t i = 0; st == MPII_OK && i < mpii_image_count(img); i++) {
+        const mpii_entry *e = mpii_image_entry_at(img, i);
+        if (e->kind != MPII_ENTRY_FILE || !(e->flags & MPII_FILE_STAGED))
+            continue;
+        struct stat sb;
+        if (snprintf(path, sizeof path, "%s%s", root, e->path) >= (int)sizeof path)
+            st = MPII_ERR_TOOLONG;
+        else if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
+            st = MPII_ERR_CORRUPT;
+    }
+    if (st != MPII_OK) {
+        mpii_image_destroy(img);
+        return st;
+    }
+    *index = img;
+    return MPII_OK;
+}
+
+mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
+                                  size_t root_cap, mpii_image **index)
+{
+    if (stage_dir == NULL || image_path == NULL || root == NULL || index == NULL)
+        return MPII_ERR_INVALID;
+    char abs[ROOT_MAX];
+    mpii_status st = absolute(image_path, abs, sizeof abs);
+    if (st == MPII_OK)
+        st = mpii_stage_image_root(stage_dir, image_path, root, root_cap);
+    if (st != MPII_OK)
+        return st;
+    struct stat sb;
+    if (lstat(root, &sb) != 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
+    if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077) != 0)
+        return MPII_ERR_UNSAFE;
+    struct seal seal;
+    return load(root, abs, index, &seal);
+}
+
+static mpii_status remove_root(const char *root)
+{
+    struct stat sb;
+    if (lstat(root, &sb) != 0)
+        return errno == ENOENT ? MPII_OK : MPII_ERR_IO;
+    mpii_stage *stage = NULL;
+    mpii_status st = mpii_stage_open(root, &stage);
+    if (st != MPII_OK)
+        return st;
+    st = mpii_stage_remove(stage);
+    mpii_stage_close(stage);
+    return st;
+}
+
+/* Writes the stage under tmp: files, index, then the seal. */
+static mpii_status write_stage(const char *tmp, const char *abs, const mpii_image *img,
+                               uint64_t checksum, uint64_t size, double timeout_s,
+                               uint64_t *files, uint64_t *bytes)
+{
+    mpii_stage *stage = NULL;
+    mpii_status st = mpii_stage_open(tmp, &stage);
+    if (st != MPII_OK)
+        return st;
+    mpii_image *index = NULL;
+    st = mpii_image_create(&index);
+    char staged[ROOT_MAX + 64];
+    for (size_t i = 0; st == MPII_OK && i < mpii_image_count(img); i++) {
+        mpii_entry e = *mpii_image_entry_at(img, i);
+        if (e.kind == MPII_ENTRY_FILE && !(e.flags & (MPII_FILE_STAT_ONLY | MPII_FILE_DATA_OMITTED))) {
+            if (e.data_len != e.size) {
+                st = MPII_ERR_CORRUPT;
+                break;
+            }
+            st = mpii_stage_file(stage, e.path, e.data, e.data_len, timeout_s, staged, sizeof staged);
+            if (st != MPII_OK)
+                break;
+            (*files)++;
+            *bytes += e.data_len;
+            e.flags |= MPII_FILE_STAGED;
+            e.data = NULL;
+            e.data_len = 0;
+        }
+        st = mpii_image_add(index, &e);
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (st == MPII_OK)
+        st = mpii_image_serialize(index, 0, "staged image", &buf, &len);
+    mpii_image_destroy(index);
+    if (st == MPII_OK)
+        st = mpii_stage_file(stage, INDEX_NAME, buf, len, timeout_s, staged, sizeof staged);
+    free(buf);
+    size_t plen = strlen(abs);
+    uint8_t *seal = st == MPII_OK ? malloc(SEAL_FIXED + plen) : NULL;
+    if (st == MPII_OK && seal == NULL)
+        st = MPII_ERR_NOMEM;
+    if (st == MPII_OK) {
+        memcpy(seal, SEAL_MAGIC, 8);
+        mpii_put_u32(seal + 8, SEAL_VERSION);
+        mpii_put_u32(seal + 12, (uint32_t)plen);
+        mpii_put_u64(seal + 16, checksum);
+        mpii_put_u64(seal + 24, size);
+        mpii_put_u64(seal + 32, (uint64_t)len);
+        memcpy(seal + SEAL_FIXED, abs, plen);
+        st = mpii_stage_file(stage, SEAL_NAME, seal, SEAL_FIXED + plen, timeout_s, staged,
+                             sizeof staged);
+    }
+    free(seal);
+    if (st != MPII_OK) {
+        mpii_status rm = mpii_stage_remove(stage);
+        (void)rm; /* the .part directory is this process's own; a later stage retries */
+    }
+    mpii_stage_close(stage);
+    return st;
+}
+
+mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, double timeout_s,
+                             int *already, uint64_t *files, uint64_t *bytes)
+{
+    if (stage_dir == NULL || image_path == NULL || already == NULL || files == NULL || bytes == NULL)
+        return MPII_ERR_INVALID;
+    *already = 0;
+    *files = *bytes = 0;
+    char abs[ROOT_MAX], root[ROOT_MAX], tmp[ROOT_MAX + 32];
+    mpii_status st = absolute(image_path, abs, sizeof abs);
+    if (st == MPII_OK)
+        st = mpii_stage_image_root(stage_dir, image_path, root, sizeof root);
+    if (st != MPII_OK)
+        return st;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if ((st = read_whole(abs, &buf, &len)) != MPII_OK)
+        return st;
+    mpii_image *img = NULL;
+    st = mpii_image_parse(buf, len, &img, NULL, NULL, 0);
+    /* the payload checksum of the header: the image's identity */
+    uint64_t checksum = st == MPII_OK ? mpii_get_u64(buf + 40) : 0;
+    free(buf);
+    if (st != MPII_OK)
+        return st;
+    struct seal seal;
+    mpii_image *old = NULL;
+    if (load(root, abs, &old, &seal) == MPII_OK) {
+        mpii_image_destroy(old);
+        if (seal.image_checksum == checksum && seal.image_size == len) {
+            *already = 1;
+            mpii_image_destroy(img);
+            return MPII_OK;
+        }
+    }
+    if (snprintf(tmp, sizeof tmp, "%s.part-%ld", root, (long)getpid()) >= (int)sizeof tmp) {
+        mpii_image_destroy(img);
+        return MPII_ERR_TOOLONG;
+    }
+    if ((st = remove_root(tmp)) == MPII_OK)
+        st = write_stage(tmp, abs, img, checksum, len, timeout_s, files, bytes);
+    mpii_image_destroy(img);
+    if (st != MPII_OK)
+        return st;
+    /* an older (other checksum) or broken stage of this image gives way */
+    if ((st = remove_root(root)) == MPII_OK && rename(tmp, root) != 0)
+        st = errno == EEXIST || errno == ENOTEMPTY ? MPII_OK : MPII_ERR_IO; /* another stager won */
+    if (st != MPII_OK || lstat(tmp, &(struct stat){0}) == 0) {
+        mpii_status rm = remove_root(tmp);
+        (void)rm;
+    }
+    return st;
+}
+
+mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, int *removed)
+{
+    if (stage_dir == NULL || image_path == NULL || removed == NULL)
+        return MPII_ERR_INVALID;
+    *removed = 0;
+    char root[ROOT_MAX];
+    mpii_status st = mpii_stage_image_root(stage_dir, image_path, root, sizeof root);
+    if (st != MPII_OK)
+        return st;
+    struct stat sb;
+    if (lstat(root, &sb) != 0)
+        return errno == ENOENT ? MPII_OK : MPII_ERR_IO;
+    st = remove_root(root);
+    *removed = st == MPII_OK;
+    return st;
+}
