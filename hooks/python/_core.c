@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <link.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -912,7 +913,40 @@ static PyObject *core_unstage_image(PyObject *module, PyObject *args)
     return Py_BuildValue("(ON)", removed ? Py_True : Py_False, PyUnicode_DecodeFSDefault(root));
 }
 
+struct mapped_probe {
+    const char *path;
+    int found;
+};
+
+static int mapped_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct mapped_probe *p = arg;
+    if (info->dlpi_name != NULL && strcmp(info->dlpi_name, p->path) == 0) {
+        p->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* mapped(path) -> bool: a shared object of that name is loaded in this
+ * process already (the dynamic loader's own list: no file-system call). An
+ * extension module loaded as another library's dependency is then reused
+ * from its original path, as a plain import does, never mapped a second
+ * time from the stage. */
+static PyObject *core_mapped(PyObject *module, PyObject *args)
+{
+    (void)module;
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    struct mapped_probe p = {path, 0};
+    (void)dl_iterate_phdr(mapped_cb, &p); /* returns the callback's last value */
+    return PyBool_FromLong(p.found);
+}
+
 static PyMethodDef core_methods[] = {
+    {"mapped", core_mapped, METH_VARARGS, "Is a shared object of this path loaded in this process?"},
     {"stage_image", core_stage_image, METH_VARARGS, "Stage a packed image on this node for later job steps."},
     {"unstage_image", core_unstage_image, METH_VARARGS, "Remove this node's stage of a packed image."},
     {"read_image", core_read_image, METH_VARARGS, "The entries of an image file."},

@@ -396,6 +396,10 @@ class MpiExtensionLoader(_Served, ExtensionFileLoader):
 
     def create_module(self, spec):
         def produce(s):
+            if _core.mapped(self.path):
+                # loaded already as another library's dependency (ld.so opened
+                # the original): that one copy, as a plain import reuses it
+                return _bs._call_with_frames_removed(_imp.create_dynamic, spec)
             if not s.need(spec.name, s.ctx.extension, self.path):
                 raise _Fallback("%s vanished" % self.path)
             try:
