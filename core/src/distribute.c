@@ -362,6 +362,11 @@ mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *labe
     st = mpii_image_merge(ctx->known, msg);
     mpii_context_unlock(ctx);
     mpii_image_destroy(msg);
+    /* Parsing and merging leave the freed copies of the facts as holes in
+     * the heap: give the pages back after a large record, and now and then
+     * after small ones, so that a rank's private memory is its facts. */
+    if (!via_transport && (len >= ((size_t)64 << 10) || seq % 32 == 0))
+        ctx->trim_after_merge = 1;
     mpii_ctx_trim(ctx);
     return st != MPII_OK ? st : pst;
 }

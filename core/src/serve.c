@@ -180,6 +180,44 @@ void mpii_ctx_trim(mpii_context *ctx)
 #endif
 }
 
+/* The staged bytes of e into dst (e->size bytes), checked against the fact. */
+static mpii_status read_staged(mpii_context *ctx, const mpii_entry *e, uint8_t *dst)
+{
+    char staged[MPII_PATH_MAX];
+    if (!staged_path(ctx, e->path, staged, sizeof staged))
+        return MPII_ERR_TOOLONG;
+    int fd = open(staged, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
+    struct stat sb;
+    mpii_status st = MPII_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
+        st = MPII_ERR_CORRUPT; /* the stage changed under us: never serve other bytes */
+    if (st == MPII_OK)
+        st = mpii_read_full(fd, dst, (size_t)e->size);
+    if (close(fd) != 0 && st == MPII_OK)
+        st = MPII_ERR_IO;
+    return st;
+}
+
+size_t mpii_context_entry_size(const mpii_entry *e)
+{
+    if (e == NULL)
+        return 0;
+    return e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAGED) ? (size_t)e->size : e->data_len;
+}
+
+mpii_status mpii_context_entry_read(mpii_context *ctx, const mpii_entry *e, uint8_t *dst, size_t len)
+{
+    if (ctx == NULL || e == NULL || (dst == NULL && len > 0) || len != mpii_context_entry_size(e))
+        return MPII_ERR_INVALID;
+    if (e->kind == MPII_ENTRY_FILE && (e->flags & MPII_FILE_STAGED))
+        return read_staged(ctx, e, dst);
+    if (len > 0)
+        memcpy(dst, e->data, len);
+    return MPII_OK;
+}
+
 mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, const uint8_t **data,
                                      size_t *len, void **owned)
 {
@@ -191,24 +229,11 @@ mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, con
         *len = e->data_len;
         return MPII_OK;
     }
-    char staged[MPII_PATH_MAX];
-    if (!staged_path(ctx, e->path, staged, sizeof staged))
-        return MPII_ERR_TOOLONG;
-    int fd = open(staged, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
-    struct stat sb;
-    mpii_status st = MPII_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size)
-        st = MPII_ERR_CORRUPT; /* the stage changed under us: never serve other bytes */
-    uint8_t *buf = NULL;
     size_t want = (size_t)e->size;
-    if (st == MPII_OK && (buf = malloc(want ? want : 1)) == NULL)
-        st = MPII_ERR_NOMEM;
-    if (st == MPII_OK)
-        st = mpii_read_full(fd, buf, want);
-    if (close(fd) != 0 && st == MPII_OK)
-        st = MPII_ERR_IO;
+    uint8_t *buf = malloc(want ? want : 1);
+    if (buf == NULL)
+        return MPII_ERR_NOMEM;
+    mpii_status st = read_staged(ctx, e, buf);
     if (st != MPII_OK) {
         free(buf);
         return st;

@@ -364,14 +364,17 @@ LOCKED_METHOD(listdir)
  * stage (MPII_FILE_STAGED). */
 static PyObject *entry_bytes(ContextObject *self, const mpii_entry *e)
 {
-    const uint8_t *data = NULL;
-    size_t len = 0;
-    void *owned = NULL;
-    mpii_status st = mpii_context_entry_bytes(self->ctx, e, &data, &len, &owned);
-    if (st != MPII_OK)
+    size_t len = mpii_context_entry_size(e);
+    if (len > (size_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    if (b == NULL)
+        return NULL;
+    mpii_status st = mpii_context_entry_read(self->ctx, e, (uint8_t *)PyBytes_AS_STRING(b), len);
+    if (st != MPII_OK) {
+        Py_DECREF(b);
         return raise_status(self, st, e->path);
-    PyObject *b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
-    free(owned);
+    }
     return b;
 }
 

@@ -102,6 +102,10 @@ mpii_status mpii_context_file(mpii_context *ctx, const char *path, int want_byte
  * node's stage into *owned, which the caller free()s (NULL when in memory). */
 mpii_status mpii_context_entry_bytes(mpii_context *ctx, const mpii_entry *e, const uint8_t **data,
                                      size_t *len, void **owned);
+/* The same bytes, straight into the caller's buffer of exactly
+ * mpii_context_entry_size(e) bytes (no copy in between: a bytes object). */
+size_t mpii_context_entry_size(const mpii_entry *e);
+mpii_status mpii_context_entry_read(mpii_context *ctx, const mpii_entry *e, uint8_t *dst, size_t len);
 /* The FILE entry (with bytes) known for path, or NULL: never reads, never waits. */
 const mpii_entry *mpii_context_lookup(mpii_context *ctx, const char *path);
 /* Root only: adds compiled code for a source file to knowledge and outgoing. */
