@@ -41,6 +41,7 @@ mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops
         return MPII_ERR_NOMEM;
     ctx->cfg = *cfg;
     ctx->ops = ops;
+    ctx->index_watch = -1;
     mpii_status st = mpii_image_create(&ctx->known);
     if (st == MPII_OK)
         st = mpii_image_create(&ctx->outgoing);
@@ -104,6 +105,7 @@ void mpii_context_destroy(mpii_context *ctx)
         return;
     if (ctx->stage != NULL)
         mpii_stage_close(ctx->stage);
+    mpii_ctx_index_close(ctx);
     if (ctx->unclean && ctx->ops->finalize_waits_for_peers) {
         /* The end of the session timed out or failed, so a peer may be dead,
          * and this transport's finalize (MPI_Finalize) would wait for it for

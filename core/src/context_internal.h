@@ -53,6 +53,7 @@ struct mpii_context {
     int registered;  /* this process is in the stage's registry (stage_registry.c) */
     int trim_after_merge; /* serve.c: a message's file bytes went to the stage */
     int persistent_stage; /* serving from a staged image (stage_image.c): never removed here */
+    int index_watch; /* node_index.c: inotify descriptor on the node's index, or -1 */
     int node_relay;  /* this node has no stage (it cannot be made): its leader relays
                         whole messages over the transport instead of the index */
     mpii_stats stats;
@@ -108,6 +109,7 @@ mpii_status mpii_ctx_index_write(mpii_context *ctx, uint64_t seq, const uint8_t 
 mpii_status mpii_ctx_index_facts(mpii_context *ctx, const mpii_image *msg, uint64_t seq,
                                  const char *label);
 void mpii_ctx_index_mark_failed(mpii_context *ctx, uint64_t seq);
+void mpii_ctx_index_close(mpii_context *ctx);
 mpii_status mpii_ctx_index_read(mpii_context *ctx, uint64_t seq, double timeout_s, void **buf,
                                 size_t *len);
 
