@@ -247,11 +247,13 @@ def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
     elif mode == "replay":
         env["MPIIMPORT_RECORD"] = "1"
         env["MPIIMPORT_CACHE_DIR"] = cache_dir         # this cell's own recorded list
-    elif mode == "image":
+    elif mode in ("image", "staged"):
         env["MPIIMPORT_RECORD"] = "0"                  # nothing recorded; the packed image is replayed
         if image:                                      # (the pack run itself gets none: it writes it)
             env["MPIIMPORT_IMAGE"] = image             # on local disk (the work directory)
             env["MPIIMPORT_TRUST_IMAGE"] = "1"
+        if image and mode == "staged":                 # staged on the node beforehand: no collective
+            env["MPIIMPORT_STAGED"] = "1"
     env["MPIIMPORT_TIMEOUT"] = str(args.mpiimport_timeout)
     rpn = getattr(args, "ranks_per_node", 0)           # (startup_bench.py's args have none)
     if mode != "plain" and rpn > 0:
@@ -279,6 +281,19 @@ def pack_image(args, fs, job, workload, transport, path):
             workload, mode_label("image", transport), p.returncode,
             "written" if os.path.isfile(path) else "missing", log_path, p.stderr[-3000:]))
     fs.signal(signal.SIGUSR2)                          # the pack run's operations are not the cell's
+
+
+def stage_image(args, fs, workload, transport, path, command="stage"):
+    """Mode staged: `python3 -m mpiimport stage` once (the simulated nodes share this machine's
+    /dev/shm, so one stage serves them all), or `unstage` after the cell."""
+    env = job_env(args, fs, "staged", transport, workload)
+    cmd = [PYTHON, "-m", "mpiimport", command, path]
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=args.timeout)
+    if p.returncode != 0:
+        raise RunError("%s %s: %s failed: exit %d\n%s" % (workload, mode_label("staged", transport), command,
+                                                         p.returncode, p.stderr[-3000:]))
+    fs.signal(signal.SIGUSR2)
 
 
 def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, image=None):
@@ -465,23 +480,23 @@ def mode_list(args, transports):
         m = m.strip()
         if m == "plain":
             out.append(("plain", None))
-        elif m in ("mpiimport", "replay", "image"):
+        elif m in ("mpiimport", "replay", "image", "staged"):
             out += [(m, t) for t in transports]
-        elif m.startswith(("mpiimport:", "replay:", "image:")):
+        elif m.startswith(("mpiimport:", "replay:", "image:", "staged:")):
             kind, t = m.split(":", 1)
             if t not in transports:
                 raise SetupError("transport %r not compiled in (have %s)" % (t, ", ".join(transports)))
             out.append((kind, t))
         else:
             raise SetupError("unknown mode %r (plain, mpiimport[:TRANSPORT], replay[:TRANSPORT], "
-                             "image[:TRANSPORT])" % m)
+                             "image[:TRANSPORT], staged[:TRANSPORT])" % m)
     return out
 
 
 def mode_label(mode, transport):
     if mode == "plain":
         return "plain"
-    return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image") else "replay", transport)
+    return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image", "staged") else "replay", transport)
 
 
 HEADER = " " * 8 + "%-13s %-15s %5s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s" % (
@@ -516,7 +531,7 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                     try:
                         tty = sys.stdout.isatty()
                         cache_dir = image = None
-                        if mode == "image":
+                        if mode in ("image", "staged"):
                             # One unmeasured pack run (one process) writes the image on local disk.
                             image = os.path.join(args.workdir, "%s-%s-%s-%s-r%d.mpii" % (
                                 name, meta_us, workload.replace("+", "_"), transport, ranks))
@@ -525,6 +540,9 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                                     counter[0], total, workload, mode_label(mode, transport), ranks))
                                 sys.stdout.flush()
                             pack_image(args, fs, job, workload, transport, image)
+                            if mode == "staged":   # and one unmeasured `mpiimport stage` per node
+                                stage_image(args, fs, workload, transport, image)
+                                cell["image_file_bytes"] = os.path.getsize(image)
                         elif mode == "replay":
                             # One unmeasured run records the list; the measured runs replay it.
                             cache_dir = tempfile.mkdtemp(prefix="cache-", dir=args.workdir)
@@ -541,11 +559,15 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                                     counter[0], total, workload, mode_label(mode, transport), ranks, i + 1, repeat))
                                 sys.stdout.flush()
                             run = run_once(args, fs, job, workload, mode, transport, ranks, cache_dir, image)
-                            if mode == "image" and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
-                                raise RunError("image: rank 0 did not replay the packed image %s" % image)
+                            if mode in ("image", "staged") and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
+                                raise RunError("%s: rank 0 did not replay the packed image %s" % (mode, image))
+                            if mode == "staged" and (run["mpiimport_stats"].get(0) or {}).get("transport") != "staged":
+                                raise RunError("staged: rank 0 did not serve from the node's stage")
                             if mode == "replay" and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
                                 raise RunError("replay: rank 0 did not replay the recorded list")
                             cell["runs"].append(run)
+                        if mode == "staged":
+                            stage_image(args, fs, workload, transport, image, "unstage")
                         cell["summary"] = summarize(cell)
                         if tty:
                             sys.stdout.write("\r\033[K")
@@ -649,7 +671,7 @@ def memory_section(main):
             return None if kb is None or plain_kb is None else (kb - plain_kb) * 1024.0
 
         rows.append({
-            "cell": c, "s": s, "image": s.get("bcast_bytes") or 0,
+            "cell": c, "s": s, "image": s.get("bcast_bytes") or c.get("image_file_bytes") or 0,
             # a plain run has no leaders: its non-root median is the reference for both
             "nonleader": private(s.get("rss_nonleader_med_kb"), p.get("rss_other_med_kb")),
             "leader": private(s.get("rss_leader_med_kb"), p.get("rss_other_med_kb")),
