@@ -13,33 +13,51 @@
 #include "mpiimport/image.h"
 #include "mpiimport/util.h"
 
+mpii_status mpii_read_file(const char *path, int extra_flags, int owner_only, uint8_t **out,
+                           size_t *out_len)
+{
+    if (path == NULL || out == NULL || out_len == NULL)
+        return MPII_ERR_INVALID;
+    /* O_NONBLOCK: a FIFO named here must not block the job in open() (it
+     * is refused below, as is anything but a regular file). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | extra_flags);
+    if (fd < 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND : errno == ELOOP ? MPII_ERR_UNSAFE : MPII_ERR_IO;
+    struct stat sb;
+    mpii_status st = MPII_OK;
+    if (fstat(fd, &sb) != 0)
+        st = MPII_ERR_IO;
+    else if (!S_ISREG(sb.st_mode))
+        st = MPII_ERR_NOTREG;
+    else if (owner_only && sb.st_uid != geteuid())
+        st = MPII_ERR_UNSAFE;
+    size_t len = st == MPII_OK ? (size_t)sb.st_size : 0;
+    uint8_t *buf = NULL;
+    if (st == MPII_OK && (buf = malloc(len ? len : 1)) == NULL)
+        st = MPII_ERR_NOMEM;
+    if (st == MPII_OK)
+        st = mpii_read_full(fd, buf, len);
+    if (close(fd) != 0 && st == MPII_OK)
+        st = MPII_ERR_IO;
+    if (st != MPII_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *out_len = len;
+    return MPII_OK;
+}
+
 mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label, size_t label_cap)
 {
     if (path == NULL || out == NULL)
         return MPII_ERR_INVALID;
-    /* O_NONBLOCK: a FIFO named here must not block the job in open() (it
-     * is refused below, as is anything but a regular file). */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0)
-        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
-    struct stat sb;
-    mpii_status bad = MPII_OK;
-    if (fstat(fd, &sb) != 0)
-        bad = MPII_ERR_IO;
-    else if (!S_ISREG(sb.st_mode))
-        bad = MPII_ERR_NOTREG;
-    if (bad != MPII_OK) {
-        int ok = close(fd) == 0;
-        (void)ok;
-        return bad;
-    }
-    size_t len = (size_t)sb.st_size;
-    uint8_t *buf = malloc(len ? len : 1);
-    mpii_status st = buf ? mpii_read_full(fd, buf, len) : MPII_ERR_NOMEM;
-    if (close(fd) != 0 && st == MPII_OK)
-        st = MPII_ERR_IO;
-    if (st == MPII_OK)
-        st = mpii_image_parse(buf, len, out, NULL, label, label_cap);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    mpii_status st = mpii_read_file(path, 0, 0, &buf, &len);
+    if (st != MPII_OK)
+        return st;
+    st = mpii_image_parse(buf, len, out, NULL, label, label_cap);
     free(buf);
     return st;
 }

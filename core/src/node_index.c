@@ -136,14 +136,15 @@ mpii_status mpii_ctx_index_read(mpii_context *ctx, uint64_t seq, double timeout_
         !record_name(failed, sizeof failed, ctx->stage_root, seq, ".failed"))
         return MPII_ERR_TOOLONG;
     double t0 = mpii_monotonic_s();
-    int fd;
+    uint8_t *data = NULL;
+    size_t n = 0;
     index_watch(ctx); /* before the first look: no record is missed */
     for (;;) {
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0)
+        mpii_status st = mpii_read_file(path, O_NOFOLLOW, 1, &data, &n);
+        if (st == MPII_OK)
             break;
-        if (errno != ENOENT)
-            return errno == ELOOP ? MPII_ERR_UNSAFE : MPII_ERR_IO;
+        if (st != MPII_ERR_NOTFOUND)
+            return st;
         struct stat sb;
         if (lstat(failed, &sb) == 0)
             return MPII_ERR_NOSPACE; /* the leader could not write it */
@@ -151,22 +152,6 @@ mpii_status mpii_ctx_index_read(mpii_context *ctx, uint64_t seq, double timeout_
         if (timeout_s >= 0 && waited >= timeout_s)
             return MPII_ERR_TIMEOUT;
         index_pause(ctx, waited, timeout_s >= 0 ? timeout_s - waited : -1.0);
-    }
-    struct stat sb;
-    mpii_status st = MPII_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid())
-        st = MPII_ERR_UNSAFE;
-    size_t n = st == MPII_OK ? (size_t)sb.st_size : 0;
-    uint8_t *data = NULL;
-    if (st == MPII_OK && (data = malloc(n ? n : 1)) == NULL)
-        st = MPII_ERR_NOMEM;
-    if (st == MPII_OK)
-        st = mpii_read_full(fd, data, n);
-    if (close(fd) != 0 && st == MPII_OK)
-        st = MPII_ERR_IO;
-    if (st != MPII_OK) {
-        free(data);
-        return st;
     }
     ctx->stats.index_records++;
     ctx->stats.index_bytes += n;

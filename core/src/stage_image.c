@@ -77,35 +77,6 @@ mpii_status mpii_stage_image_root(const char *stage_dir, const char *image_path,
     return n > 0 && (size_t)n < cap ? MPII_OK : MPII_ERR_TOOLONG;
 }
 
-/* Reads a whole regular file (not a symlink) into a malloc'd buffer. */
-static mpii_status read_whole(const char *path, uint8_t **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0)
-        return errno == ENOENT ? MPII_ERR_NOTFOUND : errno == ELOOP ? MPII_ERR_UNSAFE : MPII_ERR_IO;
-    struct stat sb;
-    mpii_status st = MPII_OK;
-    if (fstat(fd, &sb) != 0)
-        st = MPII_ERR_IO;
-    else if (!S_ISREG(sb.st_mode))
-        st = MPII_ERR_NOTREG;
-    size_t n = st == MPII_OK ? (size_t)sb.st_size : 0;
-    uint8_t *buf = NULL;
-    if (st == MPII_OK && (buf = malloc(n ? n : 1)) == NULL)
-        st = MPII_ERR_NOMEM;
-    if (st == MPII_OK)
-        st = mpii_read_full(fd, buf, n);
-    if (close(fd) != 0 && st == MPII_OK)
-        st = MPII_ERR_IO;
-    if (st != MPII_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    *len = n;
-    return MPII_OK;
-}
-
 struct seal {
     uint64_t image_checksum, image_size, index_size;
     char path[ROOT_MAX];
@@ -118,7 +89,7 @@ static mpii_status read_seal(const char *root, struct seal *seal)
         return MPII_ERR_TOOLONG;
     uint8_t *buf = NULL;
     size_t len = 0;
-    mpii_status st = read_whole(path, &buf, &len);
+    mpii_status st = mpii_read_file(path, O_NOFOLLOW, 1, &buf, &len);
     if (st != MPII_OK)
         return st;
     uint32_t plen = len >= SEAL_FIXED ? mpii_get_u32(buf + 12) : 0;
@@ -149,7 +120,7 @@ static mpii_status load(const char *root, const char *abs_image, mpii_image **in
         return MPII_ERR_TOOLONG;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if ((st = read_whole(path, &buf, &len)) != MPII_OK)
+    if ((st = mpii_read_file(path, O_NOFOLLOW, 1, &buf, &len)) != MPII_OK)
         return st == MPII_ERR_NOTFOUND ? MPII_ERR_CORRUPT : st;
     if (len != seal->index_size) {
         free(buf);
@@ -290,7 +261,7 @@ mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, doub
         return st;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if ((st = read_whole(abs, &buf, &len)) != MPII_OK)
+    if ((st = mpii_read_file(abs, 0, 0, &buf, &len)) != MPII_OK)
         return st;
     mpii_image *img = NULL;
     st = mpii_image_parse(buf, len, &img, NULL, NULL, 0);

@@ -867,8 +867,9 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
 }
 
 /* stage_image(image) -> (already, files, bytes, root): stages a packed image
- * on this node for later job steps (MPIIMPORT_STAGE_DIR). */
-static PyObject *core_stage_image(PyObject *module, PyObject *args)
+ * on this node for later job steps (MPIIMPORT_STAGE_DIR).
+ * unstage_image(image) -> (removed, root). */
+static PyObject *stage_or_unstage(PyObject *module, PyObject *args, int stage)
 {
     core_state *state = get_state(module);
     const char *image;
@@ -877,43 +878,34 @@ static PyObject *core_stage_image(PyObject *module, PyObject *args)
     mpii_config cfg;
     if (load_config(NULL, &cfg) != 0)
         return NULL;
-    int already = 0;
+    int flag = 0;
     uint64_t files = 0, bytes = 0;
     char root[MPII_PATH_MAX];
     mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
     if (st == MPII_OK) {
         Py_BEGIN_ALLOW_THREADS
-        st = mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &already, &files, &bytes);
+        st = stage ? mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &flag, &files, &bytes)
+                   : mpii_unstage_image(cfg.stage_dir, image, &flag);
         Py_END_ALLOW_THREADS
     }
     if (st != MPII_OK) {
         PyErr_Format(state->Error, "%s: %s", image, mpii_strerror(st));
         return NULL;
     }
-    return Py_BuildValue("(OKKN)", already ? Py_True : Py_False, (unsigned long long)files,
+    if (!stage)
+        return Py_BuildValue("(ON)", flag ? Py_True : Py_False, PyUnicode_DecodeFSDefault(root));
+    return Py_BuildValue("(OKKN)", flag ? Py_True : Py_False, (unsigned long long)files,
                          (unsigned long long)bytes, PyUnicode_DecodeFSDefault(root));
 }
 
-/* unstage_image(image) -> (removed, root) */
+static PyObject *core_stage_image(PyObject *module, PyObject *args)
+{
+    return stage_or_unstage(module, args, 1);
+}
+
 static PyObject *core_unstage_image(PyObject *module, PyObject *args)
 {
-    core_state *state = get_state(module);
-    const char *image;
-    if (!PyArg_ParseTuple(args, "s", &image))
-        return NULL;
-    mpii_config cfg;
-    if (load_config(NULL, &cfg) != 0)
-        return NULL;
-    int removed = 0;
-    char root[MPII_PATH_MAX];
-    mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
-    if (st == MPII_OK)
-        st = mpii_unstage_image(cfg.stage_dir, image, &removed);
-    if (st != MPII_OK) {
-        PyErr_Format(state->Error, "%s: %s", image, mpii_strerror(st));
-        return NULL;
-    }
-    return Py_BuildValue("(ON)", removed ? Py_True : Py_False, PyUnicode_DecodeFSDefault(root));
+    return stage_or_unstage(module, args, 0);
 }
 
 struct mapped_probe {

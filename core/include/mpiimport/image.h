@@ -98,6 +98,13 @@ mpii_status mpii_image_add_listing_at(mpii_image *image, const char *dir, const 
                                       const mpii_dirent_type *types, size_t count,
                                       int64_t mtime_ns);
 
+/* Reads a whole regular file (an image, a node's index record, a seal) into
+ * a malloc'd buffer; extra_flags are added to open() (O_NOFOLLOW: a symlink
+ * is MPII_ERR_UNSAFE); owner_only: a file of another user is MPII_ERR_UNSAFE.
+ * MPII_ERR_NOTFOUND when it does not exist, MPII_ERR_NOTREG for a FIFO, a
+ * device or a directory (never blocking in open()). */
+mpii_status mpii_read_file(const char *path, int extra_flags, int owner_only, uint8_t **out,
+                           size_t *out_len);
 /* Reads and parses a whole image file (see mpii_image_parse). */
 mpii_status mpii_image_read_file(const char *path, mpii_image **out, char *label,
                                  size_t label_cap);
