@@ -209,7 +209,8 @@ static int known_fact(const mpii_context *ctx, mpii_entry_kind kind, const char 
         return 1;
     }
     const mpii_entry *m = e == NULL ? mpii_image_lookup(ctx->known, MPII_ENTRY_MISS, path) : NULL;
-    if (m == NULL)
+    /* "exists but is not a directory" answers a listing, never a file */
+    if (m == NULL || (kind == MPII_ENTRY_FILE && (m->flags & MPII_MISS_NOT_DIR)))
         return 0;
     *entry = NULL;
     if (miss_flags != NULL)

@@ -7,6 +7,9 @@ or show what an image holds.
         app.mpii. Then: MPIIMPORT_IMAGE=app.mpii mpirun ... python3 app.py
         (rank 0 reads that one file, checks it against the originals unless
         MPIIMPORT_TRUST_IMAGE=1, and broadcasts it once).
+    python3 -m mpiimport pack --prefix DIR -o env.mpii
+        Packs every directory listing and file under DIR (an environment that
+        changes rarely), for `mpiimport run --image env.mpii -- CMD`.
     python3 -m mpiimport show app.mpii [--all]
         Lists the entries of an image (or of a recorded list) and their sizes.
     python3 -m mpiimport stage app.mpii        (one task per node:
@@ -79,7 +82,47 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _pack_prefix(args):
+    """pack --prefix DIR: every directory and regular file under DIR (a
+    stack that changes rarely), each read once by the core: listings, stat
+    data and bytes. Symlinked directories are listed, not descended into."""
+    top = os.path.abspath(args.prefix)
+    ctx = _core.Context("self", _hook._suffix_table())
+    files = nbytes = 0
+    try:
+        if ctx.dir_state(top) != "dir":
+            sys.exit("mpiimport pack: --prefix %s: not a directory" % args.prefix)
+        todo = [top]
+        while todo:
+            d = todo.pop()
+            for name in ctx.listdir(d) or ():
+                p = d.rstrip("/") + "/" + name
+                if ctx.dir_state(p) == "dir":
+                    if not os.path.islink(p):
+                        todo.append(p)
+                    continue
+                try:
+                    got = ctx.file(p)
+                except _core.Error:
+                    got = None  # not a regular file (a FIFO, a socket): not served
+                if got is not None:
+                    files += 1
+                    nbytes += len(got[0] or b"")
+        ctx.save(args.output, True, "prefix %s" % top)
+    except (_core.Error, OSError) as e:
+        sys.exit("mpiimport pack: --prefix %s: %s" % (args.prefix, e))
+    finally:
+        ctx.close()
+    print("mpiimport pack: %s: %d files (%.1f MiB) under %s" % (args.output, files, nbytes / 1048576.0, top),
+          file=sys.stderr)
+    return 0
+
+
 def _pack(args):
+    if args.prefix:
+        if args.program:
+            sys.exit("mpiimport pack: give either --prefix DIR or a program, not both")
+        return _pack_prefix(args)
     if not args.program:
         sys.exit("mpiimport pack: name the program to run: pack -o OUT -- app.py [args]")
     script = os.path.abspath(args.program[0])
@@ -216,6 +259,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="run a program once and write its imports to an image")
     pk.add_argument("-o", "--output", required=True)
+    pk.add_argument("--prefix", help="pack every file under this directory instead of running a program")
     pk.add_argument("program", nargs=argparse.REMAINDER)
     sh = sub.add_parser("show", help="list an image's entries")
     sh.add_argument("image")

@@ -1,0 +1,155 @@
+/* mpiimport_audit.c — LD_AUDIT library: the dynamic loader's searches served
+ * from the node's staged image (`mpiimport run`).
+ *
+ * glibc calls la_objsearch() for every candidate path of a search: the name
+ * as given, then each directory of DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, the
+ * cache and the defaults, each with its glibc-hwcaps/ subdirectories. Here:
+ *   - a candidate the staged image holds: the staged copy's path, so ld.so
+ *     opens node-local memory and the $ORIGIN of what it loads is the staged
+ *     directory (the stage keeps the original layout);
+ *   - a candidate the image's listings say does not exist (its directory's
+ *     listing lacks it, or an ancestor's lacks the directory): NULL, so ld.so
+ *     skips it without an open() or a stat() on the shared file system;
+ *   - anything else: unchanged (the real file system; counted).
+ * The stage is named by MPIIMPORT_AUDIT_ROOT (set by `mpiimport run` after it
+ * checked the stage's seal); its index is read once, when ld.so loads this
+ * library. Without a usable index, every search passes through unchanged.
+ *
+ * This runs inside ld.so's audit namespace (its own copy of libc), before the
+ * program's constructors; it never prints unless MPIIMPORT_AUDIT_VERBOSE=1. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <link.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpiimport/image.h"
+#include "mpiimport/util.h"
+
+/* The audit interface has no context argument: this one struct is the
+ * library's state, set once in la_version. */
+static struct audit_state {
+    mpii_image *index;
+    char root[4096];
+    size_t root_len;
+    unsigned long staged, skipped, passed;
+    int verbose;
+    /* returned names stay valid for the life of the process */
+    char *names;
+    size_t names_len, names_cap;
+} g_audit;
+
+static void load_index(struct audit_state *a)
+{
+    const char *root = getenv("MPIIMPORT_AUDIT_ROOT");
+    const char *v = getenv("MPIIMPORT_AUDIT_VERBOSE");
+    a->verbose = v != NULL && v[0] == '1';
+    if (root == NULL || root[0] != '/')
+        return;
+    size_t n = strnlen(root, sizeof a->root);
+    if (n >= sizeof a->root)
+        return;
+    memcpy(a->root, root, n + 1);
+    a->root_len = n;
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/.mpiimport/index", root) >= (int)sizeof path)
+        return;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (mpii_read_file(path, O_NOFOLLOW, 1, &buf, &len) != MPII_OK)
+        return;
+    if (mpii_image_parse(buf, len, &a->index, NULL, NULL, 0) != MPII_OK)
+        a->index = NULL;
+    free(buf);
+}
+
+unsigned int la_version(unsigned int version)
+{
+    load_index(&g_audit);
+    return version < LAV_CURRENT ? version : LAV_CURRENT;
+}
+
+/* A copy of root + path that outlives this call. */
+static char *keep_staged(struct audit_state *a, const char *path)
+{
+    size_t n = a->root_len + strlen(path) + 1;
+    if (a->names_len + n > a->names_cap) {
+        size_t cap = n > 65536 ? n : 65536;
+        char *block = malloc(cap); /* a new block: earlier names stay where they are */
+        if (block == NULL)
+            return NULL;
+        a->names = block;
+        a->names_len = 0;
+        a->names_cap = cap;
+    }
+    char *out = a->names + a->names_len;
+    memcpy(out, a->root, a->root_len);
+    memcpy(out + a->root_len, path, n - a->root_len);
+    a->names_len += n;
+    return out;
+}
+
+/* 1: the listings say path does not exist; 0: they cannot tell (or it does). */
+static int known_absent(const mpii_image *index, const char *path)
+{
+    char dir[4096];
+    size_t len = strnlen(path, sizeof dir);
+    if (len >= sizeof dir)
+        return 0;
+    memcpy(dir, path, len + 1);
+    /* the nearest ancestor with a known listing (or miss) decides */
+    for (char *slash = strrchr(dir, '/'); slash != NULL; slash = strrchr(dir, '/')) {
+        const char *child = path + (slash - dir) + 1; /* the component below this ancestor */
+        const char *end = strchr(child, '/');
+        if (slash == dir)
+            slash[1] = '\0'; /* the root directory */
+        else
+            *slash = '\0';
+        if (mpii_image_lookup(index, MPII_ENTRY_MISS, dir) != NULL)
+            return 1;
+        const mpii_entry *listing = mpii_image_lookup(index, MPII_ENTRY_LISTING, dir);
+        if (listing != NULL) {
+            char name[256];
+            size_t nlen = end != NULL ? (size_t)(end - child) : strlen(child);
+            if (nlen == 0 || nlen >= sizeof name)
+                return 0;
+            memcpy(name, child, nlen);
+            name[nlen] = '\0';
+            int type = mpii_listing_find(listing, name);
+            if (type == 0)
+                return 1;
+            return end != NULL && type != MPII_DIRENT_DIR;
+        }
+        if (slash == dir)
+            break;
+    }
+    return 0;
+}
+
+char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
+{
+    (void)cookie;
+    struct audit_state *a = &g_audit;
+    if (a->index == NULL || name == NULL || name[0] != '/')
+        return (char *)name; /* a bare DT_NEEDED name: ld.so builds the candidates */
+    const mpii_entry *e = mpii_image_lookup(a->index, MPII_ENTRY_FILE, name);
+    if (e != NULL && (e->flags & MPII_FILE_STAGED)) {
+        char *staged = keep_staged(a, name);
+        if (staged != NULL) {
+            a->staged++;
+            if (a->verbose)
+                fprintf(stderr, "mpiimport audit: %s -> %s (flag %u)\n", name, staged, flag);
+            return staged;
+        }
+    }
+    if (known_absent(a->index, name)) {
+        a->skipped++;
+        return NULL;
+    }
+    a->passed++;
+    if (a->verbose)
+        fprintf(stderr, "mpiimport audit: %s passes through (flag %u)\n", name, flag);
+    return (char *)name;
+}

@@ -1,0 +1,168 @@
+"""`mpiimport run`: any program, its dynamic loader served from the node's
+staged image (LD_AUDIT). A generated workload: utility libraries in a
+"shared" directory, linked to each other and to the program through an
+absolute RUNPATH (as Spack builds are), a Python extension module linked to
+them the same way. Under `mpiimport run --image` every rank opens nothing in
+the shared directory (strace, whole process), each library is mapped once,
+and a node without the stage runs the program plainly and says so."""
+import os
+import subprocess
+import sysconfig
+
+import pytest
+
+from conftest import PYTHON, job_env, run_mpi
+
+BUILD = os.environ.get("MPIIMPORT_TEST_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+LAUNCHER = os.path.join(BUILD, "bin", "mpiimport")
+
+APP = r"""
+#include <stdio.h>
+#include <string.h>
+int mid_value(void);
+int main(void)
+{
+    int maps = 0;
+    char line[4096], seen[8][4096];
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char *path = strchr(line, '/');
+        if (!path || (!strstr(path, "libmid.so") && !strstr(path, "libutil.so")))
+            continue;
+        int known = 0;
+        for (int i = 0; i < maps; i++)
+            known |= strcmp(seen[i], path) == 0;
+        if (!known && maps < 8)
+            strcpy(seen[maps++], path);
+    }
+    if (f)
+        fclose(f);
+    printf("value %d files %d\n", mid_value(), maps);
+    return 0;
+}
+"""
+
+EXT = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+int mid_value(void);
+static PyObject *value(PyObject *m, PyObject *a) { (void)m; (void)a; return PyLong_FromLong(mid_value()); }
+static PyMethodDef methods[] = {{"value", value, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "extmod", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_extmod(void) { return PyModule_Create(&def); }
+"""
+
+JOB = r"""
+import os
+import mpiimport
+try:
+    os.stat('/mpiimport-test-mark')   # in the trace: install() and the imports follow
+except OSError:
+    pass
+ok = mpiimport.install()
+import extmod
+st = mpiimport.stats()
+print('job', ok, st['transport'], extmod.value(), flush=True)
+"""
+
+
+def cc(*args):
+    subprocess.run(["cc"] + list(args), check=True)
+
+
+@pytest.fixture
+def workload(tmp_path):
+    if not os.path.exists(LAUNCHER):
+        pytest.skip("mpiimport launcher not built")
+    shared = tmp_path / "shared"
+    lib, site = shared / "lib", shared / "site"
+    lib.mkdir(parents=True)
+    site.mkdir()
+    (tmp_path / "util.c").write_text("int util_value(void) { return 41; }\n")
+    (tmp_path / "mid.c").write_text("int util_value(void);\nint mid_value(void) { return util_value() + 1; }\n")
+    (tmp_path / "app.c").write_text(APP)
+    (tmp_path / "ext.c").write_text(EXT)
+    rpath = ["-Wl,-rpath," + str(lib), "-Wl,--enable-new-dtags"]
+    cc("-shared", "-fPIC", str(tmp_path / "util.c"), "-o", str(lib / "libutil.so"))
+    cc("-shared", "-fPIC", str(tmp_path / "mid.c"), "-o", str(lib / "libmid.so"), "-L" + str(lib), "-lutil", *rpath)
+    cc(str(tmp_path / "app.c"), "-o", str(tmp_path / "app"), "-L" + str(lib), "-lmid", *rpath)
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    cc("-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], str(tmp_path / "ext.c"),
+       "-o", str(site / ("extmod" + suffix)), "-L" + str(lib), "-lmid", *rpath)
+    (tmp_path / "job.py").write_text(JOB)
+    stage_dir = tmp_path / "shm"
+    stage_dir.mkdir(mode=0o700)
+    env = {"MPIIMPORT_STAGE_DIR": str(stage_dir), "MPIIMPORT_TIMEOUT": "60",
+           "PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "MPIIMPORT_SHARED_PREFIXES": str(shared)}
+    image = tmp_path / "shared.mpii"
+    p = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "--prefix", str(shared), "-o", str(image)],
+                       env=job_env(env), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "3 files" in p.stderr, p.stderr
+    return tmp_path, shared, image, env
+
+
+def traced_run(tmp_path, env, name, cmd, n=2):
+    trace = tmp_path / name
+    trace.mkdir()
+    launcher = "import os, sys; os.execvp('strace', ['strace'] + sys.argv[1:])"
+    p = run_mpi(n, ["-c", launcher, "-ff", "-qq", "-e", "trace=%file,read", "-o", str(trace / "t")] + cmd,
+                extra_env=env, timeout=300)
+    return p, [open(trace / f).read() for f in sorted(os.listdir(trace))]
+
+
+def opens_under(traces, prefix, after_mark=False):
+    out = []
+    for t in traces:
+        marked = not after_mark
+        for line in t.splitlines():
+            marked = marked or "/mpiimport-test-mark" in line
+            if marked and ('"' + prefix) in line and line.startswith(("openat(", "open(")):
+                out.append(line)
+    return out
+
+
+def test_run_serves_the_dynamic_loader_from_the_stage(workload):
+    tmp_path, shared, image, env = workload
+    # plainly, every rank opens the libraries in the shared directory
+    p, traces = traced_run(tmp_path, env, "plain", [str(tmp_path / "app")])
+    assert p.stdout.count("value 42 files 2") == 2, p.stdout + p.stderr
+    assert len(opens_under(traces, str(shared))) >= 2 * 2
+    # staged once on the node, then run: nothing opened there, each library mapped once
+    s = subprocess.run([LAUNCHER, "stage", str(image)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0 and "staged" in s.stdout, s.stdout + s.stderr
+    p, traces = traced_run(tmp_path, env, "run", [LAUNCHER, "run", "--image", str(image), "--",
+                                                  str(tmp_path / "app")])
+    assert p.stdout.count("value 42 files 2") == 2, p.stdout + p.stderr
+    assert opens_under(traces, str(shared)) == [], opens_under(traces, str(shared))[:10]
+    # what is left: ld.so's stat() of each search directory it found no file in (hwcaps
+    # subdirectories), once per process; it cannot be audited
+    stats = [l for t in traces for l in t.splitlines() if '"' + str(shared) in l]
+    assert all(l.startswith(("newfstatat(", "stat(")) for l in stats), stats[:10]
+    assert len(stats) <= 2 * 12, stats
+
+
+def test_run_with_python_serves_the_extension_and_its_libraries_from_one_stage(workload):
+    tmp_path, shared, image, env = workload
+    s = subprocess.run([LAUNCHER, "stage", str(image)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    p, traces = traced_run(tmp_path, env, "py", [LAUNCHER, "run", "--image", str(image), "--", PYTHON,
+                                                 str(tmp_path / "job.py")])
+    assert p.stdout.count("job True staged 42") == 2, p.stdout + p.stderr
+    # from install() on: the extension from the stage (the import hook), its
+    # libraries from the stage (the audit library); the interpreter's start-up
+    # before it still lists the shared site directory (not served yet)
+    after = opens_under(traces, str(shared), after_mark=True)
+    assert after == [], after[:10]
+    sos = [l for l in opens_under(traces, str(shared)) if ".so" in l]
+    assert sos == [], sos
+
+
+def test_run_on_a_node_without_the_stage_runs_plainly_and_says_so(workload):
+    tmp_path, shared, image, env = workload
+    p = subprocess.run([LAUNCHER, "run", "--image", str(image), "--", str(tmp_path / "app")],
+                       env=job_env(env), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "value 42 files 2" in p.stdout, p.stdout + p.stderr
+    assert "not staged on this node" in p.stderr and "running" in p.stderr, p.stderr
+    bad = subprocess.run([LAUNCHER, "run", "--", "true"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--image" in bad.stderr
