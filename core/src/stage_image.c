@@ -206,6 +206,14 @@ static mpii_status write_stage(const char *tmp, const char *abs, const mpii_imag
             st = mpii_stage_file(stage, e.path, e.data, e.data_len, timeout_s, staged, sizeof staged);
             if (st != MPII_OK)
                 break;
+            /* the original's mtime: a stat() answered from the stage (mpiimport run)
+             * shows what a bytecode cache was checked against */
+            struct timespec times[2] = {{0, UTIME_OMIT},
+                                        {(time_t)(e.mtime_ns / 1000000000), (long)(e.mtime_ns % 1000000000)}};
+            if (e.mtime_ns >= 0 && utimensat(AT_FDCWD, staged, times, AT_SYMLINK_NOFOLLOW) != 0) {
+                st = MPII_ERR_IO;
+                break;
+            }
             (*files)++;
             *bytes += e.data_len;
             e.flags |= MPII_FILE_STAGED;
@@ -314,4 +322,60 @@ mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, in
     st = remove_root(root);
     *removed = st == MPII_OK;
     return st;
+}
+
+/* ---- answering paths from a staged image's index (the audit and preload
+ * libraries of `mpiimport run`) ---- */
+
+/* 1: the listings say path does not exist; 0: they cannot tell, or it does.
+ * The nearest ancestor with a known listing (or miss) decides. */
+static int known_absent(const mpii_image *index, const char *path)
+{
+    char dir[ROOT_MAX];
+    size_t len = strnlen(path, sizeof dir);
+    if (len >= sizeof dir)
+        return 0;
+    memcpy(dir, path, len + 1);
+    for (char *slash = strrchr(dir, '/'); slash != NULL; slash = strrchr(dir, '/')) {
+        const char *child = path + (slash - dir) + 1; /* the component below this ancestor */
+        const char *end = strchr(child, '/');
+        int at_root = slash == dir;
+        if (at_root)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        if (mpii_image_lookup(index, MPII_ENTRY_MISS, dir) != NULL)
+            return 1;
+        const mpii_entry *listing = mpii_image_lookup(index, MPII_ENTRY_LISTING, dir);
+        if (listing != NULL) {
+            char name[256];
+            size_t nlen = end != NULL ? (size_t)(end - child) : strlen(child);
+            if (nlen == 0 || nlen >= sizeof name)
+                return 0;
+            memcpy(name, child, nlen);
+            name[nlen] = '\0';
+            int type = mpii_listing_find(listing, name);
+            if (type == 0)
+                return 1;
+            return end != NULL && type != MPII_DIRENT_DIR;
+        }
+        if (at_root)
+            break;
+    }
+    return 0;
+}
+
+mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
+                                           const char *path, char *staged, size_t cap)
+{
+    if (index == NULL || root == NULL || path == NULL || path[0] != '/')
+        return MPII_ANSWER_UNKNOWN;
+    const mpii_entry *e = mpii_image_lookup(index, MPII_ENTRY_FILE, path);
+    if (e != NULL && (e->flags & MPII_FILE_STAGED)) {
+        int n = snprintf(staged, cap, "%s%s", root, path);
+        return n > 0 && (size_t)n < cap ? MPII_ANSWER_STAGED : MPII_ANSWER_UNKNOWN;
+    }
+    if (mpii_image_lookup(index, MPII_ENTRY_LISTING, path) != NULL)
+        return MPII_ANSWER_DIR;
+    return known_absent(index, path) ? MPII_ANSWER_ABSENT : MPII_ANSWER_UNKNOWN;
 }

@@ -8,7 +8,9 @@
  * `run` needs no MPI and makes no communication: it checks the node's stage
  * of IMAGE (seal, index, staged files; node-local calls only) and execs CMD
  * with LD_AUDIT naming libmpiimport_audit.so (the dynamic loader's searches
- * served from the stage, hooks/preload/mpiimport_audit.c) and, for Python
+ * served from the stage, hooks/preload/mpiimport_audit.c), LD_PRELOAD naming
+ * libmpiimport_preload.so (the process's own open/stat/access, same stage,
+ * hooks/preload/mpiimport_preload.c) and, for Python
  * programs, MPIIMPORT_IMAGE + MPIIMPORT_STAGED=1, so that mpiimport.install()
  * and the site hook serve imports from the same stage (one layer, one copy).
  * A node without the stage (or with a damaged one) runs CMD plainly and says
@@ -27,6 +29,7 @@
 #include "mpiimport/stage.h"
 
 #define AUDIT_LIB "libmpiimport_audit.so"
+#define PRELOAD_LIB "libmpiimport_preload.so"
 
 static const char usage[] =
     "usage: mpiimport stage IMAGE\n"
@@ -86,9 +89,9 @@ static int cmd_stage(const char *image, int stage)
     return 0;
 }
 
-/* <directory of this executable>/../lib/libmpiimport_audit.so (the build
- * tree and the install tree have the same shape). */
-static int audit_path(char *out, size_t cap)
+/* <directory of this executable>/../lib/<name> (the build tree and the
+ * install tree have the same shape). */
+static int lib_path(const char *name, char *out, size_t cap)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -99,29 +102,37 @@ static int audit_path(char *out, size_t cap)
     if (slash == NULL)
         return -1;
     *slash = '\0';
-    int w = snprintf(out, cap, "%s/../lib/" AUDIT_LIB, exe);
+    int w = snprintf(out, cap, "%s/../lib/%s", exe, name);
     struct stat sb;
     return w > 0 && (size_t)w < cap && stat(out, &sb) == 0 && S_ISREG(sb.st_mode) ? 0 : -1;
+}
+
+/* Prepends lib to the ':'-separated list in the environment variable var. */
+static int prepend_env(const char *var, const char *lib)
+{
+    char value[2 * PATH_MAX + 64];
+    const char *old = getenv(var);
+    int w = old != NULL && old[0] ? snprintf(value, sizeof value, "%s:%s", lib, old)
+                                   : snprintf(value, sizeof value, "%s", lib);
+    return w > 0 && (size_t)w < sizeof value ? setenv(var, value, 1) : -1;
 }
 
 static int cmd_run(const char *image, char **argv)
 {
     mpii_config cfg;
-    char root[4096], audit[PATH_MAX + 64], value[2 * PATH_MAX + 64];
+    char root[4096], audit[PATH_MAX + 64], preload[PATH_MAX + 64];
     mpii_image *index = NULL;
     mpii_status st = MPII_ERR_INVALID;
     if (load_config(&cfg) == 0)
         st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
     if (st == MPII_OK) {
         mpii_image_destroy(index); /* checked; the audit library reads it in each process */
-        if (audit_path(audit, sizeof audit) != 0) {
-            fprintf(stderr, "mpiimport run: %s not found beside this command; running %s plainly\n",
-                    AUDIT_LIB, argv[0]);
+        if (lib_path(AUDIT_LIB, audit, sizeof audit) != 0 ||
+            lib_path(PRELOAD_LIB, preload, sizeof preload) != 0) {
+            fprintf(stderr, "mpiimport run: %s or %s not found beside this command; running %s plainly\n",
+                    AUDIT_LIB, PRELOAD_LIB, argv[0]);
         } else {
-            const char *old = getenv("LD_AUDIT");
-            int w = old != NULL && old[0] ? snprintf(value, sizeof value, "%s:%s", audit, old)
-                                           : snprintf(value, sizeof value, "%s", audit);
-            if (w > 0 && (size_t)w < sizeof value && setenv("LD_AUDIT", value, 1) == 0 &&
+            if (prepend_env("LD_AUDIT", audit) == 0 && prepend_env("LD_PRELOAD", preload) == 0 &&
                 setenv("MPIIMPORT_AUDIT_ROOT", root, 1) == 0 && setenv("MPIIMPORT_IMAGE", image, 1) == 0 &&
                 setenv("MPIIMPORT_STAGED", "1", 1) == 0) {
                 execvp(argv[0], argv);

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "mpiimport/image.h"
+#include "mpiimport/stage.h"
 #include "mpiimport/util.h"
 
 /* The audit interface has no context argument: this one struct is the
@@ -91,51 +92,15 @@ static char *keep_staged(struct audit_state *a, const char *path)
     return out;
 }
 
-/* 1: the listings say path does not exist; 0: they cannot tell (or it does). */
-static int known_absent(const mpii_image *index, const char *path)
-{
-    char dir[4096];
-    size_t len = strnlen(path, sizeof dir);
-    if (len >= sizeof dir)
-        return 0;
-    memcpy(dir, path, len + 1);
-    /* the nearest ancestor with a known listing (or miss) decides */
-    for (char *slash = strrchr(dir, '/'); slash != NULL; slash = strrchr(dir, '/')) {
-        const char *child = path + (slash - dir) + 1; /* the component below this ancestor */
-        const char *end = strchr(child, '/');
-        if (slash == dir)
-            slash[1] = '\0'; /* the root directory */
-        else
-            *slash = '\0';
-        if (mpii_image_lookup(index, MPII_ENTRY_MISS, dir) != NULL)
-            return 1;
-        const mpii_entry *listing = mpii_image_lookup(index, MPII_ENTRY_LISTING, dir);
-        if (listing != NULL) {
-            char name[256];
-            size_t nlen = end != NULL ? (size_t)(end - child) : strlen(child);
-            if (nlen == 0 || nlen >= sizeof name)
-                return 0;
-            memcpy(name, child, nlen);
-            name[nlen] = '\0';
-            int type = mpii_listing_find(listing, name);
-            if (type == 0)
-                return 1;
-            return end != NULL && type != MPII_DIRENT_DIR;
-        }
-        if (slash == dir)
-            break;
-    }
-    return 0;
-}
-
 char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
 {
     (void)cookie;
     struct audit_state *a = &g_audit;
     if (a->index == NULL || name == NULL || name[0] != '/')
         return (char *)name; /* a bare DT_NEEDED name: ld.so builds the candidates */
-    const mpii_entry *e = mpii_image_lookup(a->index, MPII_ENTRY_FILE, name);
-    if (e != NULL && (e->flags & MPII_FILE_STAGED)) {
+    char path[4096 + 4096];
+    mpii_stage_answer ans = mpii_stage_image_resolve(a->index, a->root, name, path, sizeof path);
+    if (ans == MPII_ANSWER_STAGED) {
         char *staged = keep_staged(a, name);
         if (staged != NULL) {
             a->staged++;
@@ -144,9 +109,9 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
             return staged;
         }
     }
-    if (known_absent(a->index, name)) {
+    if (ans == MPII_ANSWER_ABSENT || ans == MPII_ANSWER_DIR) {
         a->skipped++;
-        return NULL;
+        return NULL; /* no such file, or a directory: nothing to load there */
     }
     a->passed++;
     if (a->verbose)

@@ -166,3 +166,37 @@ def test_run_on_a_node_without_the_stage_runs_plainly_and_says_so(workload):
     assert "not staged on this node" in p.stderr and "running" in p.stderr, p.stderr
     bad = subprocess.run([LAUNCHER, "run", "--", "true"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--image" in bad.stderr
+
+
+def test_run_serves_a_plain_python_process_without_the_hook(tmp_path):
+    """The preload library alone: a Python process that never imports
+    mpiimport finds, stats and reads its package and a data file from the
+    stage; it makes no call into the shared tree but the listing of the
+    directory on its path (listings pass through)."""
+    if not os.path.exists(LAUNCHER):
+        pytest.skip("mpiimport launcher not built")
+    shared = tmp_path / "shared"
+    pkg = shared / "site" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("X = 'pkg value'\n")
+    (pkg / "data.txt").write_text("data bytes\n")
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(shared)], check=True)
+    stage_dir = tmp_path / "shm"
+    stage_dir.mkdir(mode=0o700)
+    env = {"MPIIMPORT_STAGE_DIR": str(stage_dir), "PYTHONPATH": str(shared / "site")}
+    image = tmp_path / "env.mpii"
+    build_env = job_env(dict(env, PYTHONPATH=os.environ.get("PYTHONPATH", "")))
+    p = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "--prefix", str(shared), "-o", str(image)],
+                       env=build_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    s = subprocess.run([LAUNCHER, "stage", str(image)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    code = ("import pkg, os; d = os.path.dirname(pkg.__file__); "
+            "print('got', pkg.X, open(os.path.join(d, 'data.txt')).read().strip(), pkg.__file__, "
+            "os.path.exists(os.path.join(d, 'nothing.txt')))")
+    p, traces = traced_run(tmp_path, env, "plainpy", [LAUNCHER, "run", "--image", str(image), "--",
+                                                      PYTHON, "-c", code])
+    want = "got pkg value data bytes %s False" % (pkg / "__init__.py")
+    assert p.stdout.count(want) == 2, p.stdout + p.stderr
+    calls = [l for t in traces for l in t.splitlines() if '"' + str(shared) in l and "execve(" not in l]
+    assert all("O_DIRECTORY" in l for l in calls) and len(calls) <= 2, calls

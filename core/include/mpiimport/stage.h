@@ -71,6 +71,20 @@ mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path,
                                   size_t root_cap, mpii_image **index);
 mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, int *removed);
 
+/* What a staged image's index says of an absolute path (for `mpiimport run`'s
+ * audit and preload libraries): STAGED (staged receives <root><path>, a copy
+ * with the original's bytes and mtime), DIR (a directory whose listing the
+ * image holds), ABSENT (a listing of an ancestor says it does not exist), or
+ * UNKNOWN (the image cannot tell: ask the file system). */
+typedef enum mpii_stage_answer {
+    MPII_ANSWER_UNKNOWN = 0,
+    MPII_ANSWER_STAGED = 1,
+    MPII_ANSWER_DIR = 2,
+    MPII_ANSWER_ABSENT = 3
+} mpii_stage_answer;
+mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
+                                           const char *path, char *staged, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif
