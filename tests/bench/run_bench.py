@@ -247,12 +247,12 @@ def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
     elif mode == "replay":
         env["MPIIMPORT_RECORD"] = "1"
         env["MPIIMPORT_CACHE_DIR"] = cache_dir         # this cell's own recorded list
-    elif mode in ("image", "staged"):
+    elif mode in ("image", "staged", "run"):
         env["MPIIMPORT_RECORD"] = "0"                  # nothing recorded; the packed image is replayed
         if image:                                      # (the pack run itself gets none: it writes it)
             env["MPIIMPORT_IMAGE"] = image             # on local disk (the work directory)
             env["MPIIMPORT_TRUST_IMAGE"] = "1"
-        if image and mode == "staged":                 # staged on the node beforehand: no collective
+        if image and mode in ("staged", "run"):        # staged on the node beforehand: no collective
             env["MPIIMPORT_STAGED"] = "1"
     env["MPIIMPORT_TIMEOUT"] = str(args.mpiimport_timeout)
     rpn = getattr(args, "ranks_per_node", 0)           # (startup_bench.py's args have none)
@@ -298,8 +298,11 @@ def stage_image(args, fs, workload, transport, path, command="stage"):
 
 def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, image=None):
     env = job_env(args, fs, mode, transport, workload, cache_dir, image)
+    # mode run: the whole process through `mpiimport run` (its audit and preload libraries)
+    wrap = ([os.path.join(args.build, "bin", "mpiimport"), "run", "--image", image, "--"]
+            if mode == "run" else [])
     cmd = (["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
-            "-n", str(ranks)] + args.mpirun_args.split() + [PYTHON, job])
+            "-n", str(ranks)] + args.mpirun_args.split() + wrap + [PYTHON, job])
     fs.signal(signal.SIGUSR2)                          # reset the server's counters
     t_launch = time.time()
     try:
@@ -480,23 +483,24 @@ def mode_list(args, transports):
         m = m.strip()
         if m == "plain":
             out.append(("plain", None))
-        elif m in ("mpiimport", "replay", "image", "staged"):
+        elif m in ("mpiimport", "replay", "image", "staged", "run"):
             out += [(m, t) for t in transports]
-        elif m.startswith(("mpiimport:", "replay:", "image:", "staged:")):
+        elif m.startswith(("mpiimport:", "replay:", "image:", "staged:", "run:")):
             kind, t = m.split(":", 1)
             if t not in transports:
                 raise SetupError("transport %r not compiled in (have %s)" % (t, ", ".join(transports)))
             out.append((kind, t))
         else:
             raise SetupError("unknown mode %r (plain, mpiimport[:TRANSPORT], replay[:TRANSPORT], "
-                             "image[:TRANSPORT], staged[:TRANSPORT])" % m)
+                             "image[:TRANSPORT], staged[:TRANSPORT], run[:TRANSPORT])" % m)
     return out
 
 
 def mode_label(mode, transport):
     if mode == "plain":
         return "plain"
-    return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image", "staged") else "replay", transport)
+    return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image", "staged", "run") else "replay",
+                      transport)
 
 
 HEADER = " " * 8 + "%-13s %-15s %5s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s" % (
@@ -531,7 +535,7 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                     try:
                         tty = sys.stdout.isatty()
                         cache_dir = image = None
-                        if mode in ("image", "staged"):
+                        if mode in ("image", "staged", "run"):
                             # One unmeasured pack run (one process) writes the image on local disk.
                             image = os.path.join(args.workdir, "%s-%s-%s-%s-r%d.mpii" % (
                                 name, meta_us, workload.replace("+", "_"), transport, ranks))
@@ -540,7 +544,7 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                                     counter[0], total, workload, mode_label(mode, transport), ranks))
                                 sys.stdout.flush()
                             pack_image(args, fs, job, workload, transport, image)
-                            if mode == "staged":   # and one unmeasured `mpiimport stage` per node
+                            if mode in ("staged", "run"):   # and one unmeasured `mpiimport stage` per node
                                 stage_image(args, fs, workload, transport, image)
                                 cell["image_file_bytes"] = os.path.getsize(image)
                         elif mode == "replay":
@@ -559,14 +563,14 @@ def run_pass(args, name, meta_us, workloads, modes, ranks_list, repeat, job, cou
                                     counter[0], total, workload, mode_label(mode, transport), ranks, i + 1, repeat))
                                 sys.stdout.flush()
                             run = run_once(args, fs, job, workload, mode, transport, ranks, cache_dir, image)
-                            if mode in ("image", "staged") and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
+                            if mode in ("image", "staged", "run") and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
                                 raise RunError("%s: rank 0 did not replay the packed image %s" % (mode, image))
-                            if mode == "staged" and (run["mpiimport_stats"].get(0) or {}).get("transport") != "staged":
+                            if mode in ("staged", "run") and (run["mpiimport_stats"].get(0) or {}).get("transport") != "staged":
                                 raise RunError("staged: rank 0 did not serve from the node's stage")
                             if mode == "replay" and not (run["mpiimport_stats"].get(0) or {}).get("replayed"):
                                 raise RunError("replay: rank 0 did not replay the recorded list")
                             cell["runs"].append(run)
-                        if mode == "staged":
+                        if mode in ("staged", "run"):
                             stage_image(args, fs, workload, transport, image, "unstage")
                         cell["summary"] = summarize(cell)
                         if tty:
