@@ -1,0 +1,164 @@
+// test_stage_image.cpp — unit tests of staged images (core/src/stage_image.c):
+// staging a packed image writes its files with the originals' mtimes, a
+// second stage of the same image writes nothing, the index answers paths
+// (staged, a listed directory, absent by a listing, unknown), and a damaged
+// stage (a flipped index byte, a staged file of another size, no seal) is
+// refused; plus the context rule that "exists but is not a directory" never
+// answers a question about a file.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "mpiimport/config.h"
+#include "mpiimport/context.h"
+#include "mpiimport/image.h"
+#include "mpiimport/stage.h"
+#include "mpiimport/transport.h"
+
+namespace {
+
+struct TempDir {
+    std::string dir;
+    TempDir()
+    {
+        char tmpl[] = "/tmp/mpii-stimg-XXXXXX";
+        const char *d = mkdtemp(tmpl);
+        EXPECT_NE(d, nullptr);
+        dir = d ? d : "";
+    }
+    ~TempDir() { std::string cmd = "chmod -R u+w '" + dir + "' && rm -rf '" + dir + "'"; EXPECT_EQ(system(cmd.c_str()), 0); }
+};
+
+// An image of /orig/lib/{liba.so,libb.so} with the listing of /orig/lib.
+std::string write_image(const std::string &where)
+{
+    mpii_image *img = nullptr;
+    EXPECT_EQ(mpii_image_create(&img), MPII_OK);
+    const char *names[] = {"liba.so", "libb.so", "sub"};
+    const mpii_dirent_type types[] = {MPII_DIRENT_FILE, MPII_DIRENT_FILE, MPII_DIRENT_DIR};
+    EXPECT_EQ(mpii_image_add_listing(img, "/orig/lib", names, types, 3), MPII_OK);
+    EXPECT_EQ(mpii_image_add_file(img, "/orig/lib/liba.so", "AAAA", 4, 1234000000000LL, 4, 0), MPII_OK);
+    EXPECT_EQ(mpii_image_add_file(img, "/orig/lib/libb.so", "BBBBBB", 6, 1500000000123LL, 6, 0), MPII_OK);
+    std::string path = where + "/app.mpii";
+    EXPECT_EQ(mpii_image_write_file(img, path.c_str(), "test image"), MPII_OK);
+    mpii_image_destroy(img);
+    return path;
+}
+
+TEST(StageImage, StagesOnceAnswersPathsAndKeepsMtimes)
+{
+    TempDir t;
+    std::string image = write_image(t.dir), shm = t.dir + "/shm";
+    ASSERT_EQ(mkdir(shm.c_str(), 0700), 0);
+    int already = 1;
+    uint64_t files = 0, bytes = 0;
+    ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+    EXPECT_EQ(already, 0);
+    EXPECT_EQ(files, 2u);
+    EXPECT_EQ(bytes, 10u);
+    ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+    EXPECT_EQ(already, 1);
+
+    char root[4096];
+    mpii_image *index = nullptr;
+    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+    char staged[8192];
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/libb.so", staged, sizeof staged),
+              MPII_ANSWER_STAGED);
+    EXPECT_EQ(std::string(staged), std::string(root) + "/orig/lib/libb.so");
+    struct stat sb;
+    ASSERT_EQ(stat(staged, &sb), 0);
+    EXPECT_EQ(sb.st_size, 6);
+    EXPECT_EQ(sb.st_mtim.tv_sec, 1500);
+    EXPECT_EQ(sb.st_mtim.tv_nsec, 123);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib", staged, sizeof staged), MPII_ANSWER_DIR);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/libc.so.6", staged, sizeof staged),
+              MPII_ANSWER_ABSENT);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/glibc-hwcaps/x86-64-v3/liba.so", staged,
+                                       sizeof staged),
+              MPII_ANSWER_ABSENT);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/liba.so/x", staged, sizeof staged),
+              MPII_ANSWER_ABSENT);  // a file is no directory
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/sub/deeper.so", staged, sizeof staged),
+              MPII_ANSWER_UNKNOWN);  // sub's listing is not in the image
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/elsewhere/x", staged, sizeof staged),
+              MPII_ANSWER_UNKNOWN);
+    mpii_image_destroy(index);
+
+    int removed = 0;
+    ASSERT_EQ(mpii_unstage_image(shm.c_str(), image.c_str(), &removed), MPII_OK);
+    EXPECT_EQ(removed, 1);
+    EXPECT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index),
+              MPII_ERR_NOTFOUND);
+}
+
+TEST(StageImage, ADamagedStageIsRefused)
+{
+    for (int damage = 0; damage < 3; damage++) {
+        TempDir t;
+        std::string image = write_image(t.dir), shm = t.dir + "/shm";
+        ASSERT_EQ(mkdir(shm.c_str(), 0700), 0);
+        int already = 0;
+        uint64_t files = 0, bytes = 0;
+        ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+        char root[4096];
+        ASSERT_EQ(mpii_stage_image_root(shm.c_str(), image.c_str(), root, sizeof root), MPII_OK);
+        std::string r = root;
+        if (damage == 0) {  // one byte of the index
+            std::string index = r + "/.mpiimport/index";
+            int fd = open(index.c_str(), O_RDWR);
+            ASSERT_GE(fd, 0);
+            char c = 0;
+            ASSERT_EQ(pread(fd, &c, 1, 60), 1);
+            c = static_cast<char>(c ^ 0x5a);
+            ASSERT_EQ(pwrite(fd, &c, 1, 60), 1);
+            ASSERT_EQ(close(fd), 0);
+        } else if (damage == 1) {  // a staged file of another size
+            std::ofstream(r + "/orig/lib/liba.so", std::ios::app) << "more";
+        } else {  // no seal: a stager killed before it finished
+            ASSERT_EQ(unlink((r + "/.mpiimport/seal").c_str()), 0);
+        }
+        mpii_image *index = nullptr;
+        mpii_status st = mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index);
+        EXPECT_NE(st, MPII_OK) << "damage " << damage;
+        EXPECT_EQ(index, nullptr);
+        // staging again repairs it
+        ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+        EXPECT_EQ(already, 0) << "damage " << damage;
+        ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+        mpii_image_destroy(index);
+    }
+}
+
+const char *no_env(void *, const char *) { return nullptr; }
+
+TEST(StageImage, NotADirectoryNeverAnswersAFileQuestion)
+{
+    TempDir t;
+    std::string file = t.dir + "/data.bin";
+    std::ofstream(file, std::ios::binary) << "payload";
+    mpii_config cfg;
+    ASSERT_EQ(mpii_config_load(&cfg, no_env, nullptr, nullptr, 0), MPII_OK);
+    snprintf(cfg.stage_dir, sizeof cfg.stage_dir, "%s", t.dir.c_str());
+    mpii_context *ctx = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(mpii_context_create(&cfg, &mpii_self_ops, &ctx, err, sizeof err), MPII_OK) << err;
+    const mpii_entry *e = nullptr;
+    unsigned flags = 0;
+    ASSERT_EQ(mpii_context_listing(ctx, file.c_str(), &e, &flags), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    EXPECT_TRUE(flags & MPII_MISS_NOT_DIR);
+    ASSERT_EQ(mpii_context_file(ctx, file.c_str(), 1, &e), MPII_OK);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->size, 7u);
+    EXPECT_EQ(mpii_context_finish(ctx), MPII_OK);
+    mpii_context_destroy(ctx);
+}
+
+}  // namespace
