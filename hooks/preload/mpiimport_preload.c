@@ -13,8 +13,10 @@
  *   else    the real call on P.
  * Writing (O_WRONLY, O_RDWR, O_CREAT, fopen "w"/"a"/"+") always goes to P.
  * lstat and readlink of a staged file pass through (the stage holds the
- * target's bytes, not the link). Directory listings pass through (the stage
- * of an image holds only what the image holds). The program sees the
+ * target's bytes, not the link). A directory listing (opendir, an
+ * O_DIRECTORY open) comes from the staged directory only when that lists
+ * exactly the names of the image's listing (a stage holds only what its
+ * image holds); otherwise it passes through. The program sees the
  * original paths; descriptors it opens refer to the staged copies.
  *
  * The image's index is read once, at load (MPIIMPORT_AUDIT_ROOT, set by
@@ -127,6 +129,22 @@ static const char *route_dir(const char *path, char *staged, int for_read)
     return route(path, staged, for_read);
 }
 
+static const char *staged_listing(const char *path, char *staged);
+
+/* An O_DIRECTORY open for reading: absent ──► ENOENT; a directory whose
+ * staged copy lists the same names ──► the staged copy; else P. */
+static const char *directory(const char *path, char *staged, int flags)
+{
+    if (!reads_only(flags))
+        return path;
+    if (answer(path, staged) == MPII_ANSWER_ABSENT) {
+        errno = ENOENT;
+        return NULL;
+    }
+    const char *whole = staged_listing(path, staged);
+    return whole != NULL ? whole : path;
+}
+
 static mode_t mode_arg(int flags, va_list ap)
 {
     return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
@@ -143,7 +161,7 @@ static mode_t mode_arg(int flags, va_list ap)
         va_end(ap);                                                            \
         REAL(int (*)(const char *, int, ...), name);                           \
         char staged[PATH_CAP];                                                 \
-        const char *p = (flags & O_DIRECTORY) ? path                           \
+        const char *p = (flags & O_DIRECTORY) ? directory(path, staged, flags) \
                         : route(path, staged, reads_only(flags));           \
         if (p == NULL)                                                         \
             return -1;                                                         \
@@ -162,8 +180,9 @@ DEFINE_OPEN(open64)
         REAL(int (*)(int, const char *, int, ...), name);                      \
         char staged[PATH_CAP];                                                 \
         const char *p = path;                                                  \
-        if (is_absolute(path) && !(flags & O_DIRECTORY))          \
-            p = route(path, staged, reads_only(flags));                     \
+        if (is_absolute(path))                                                 \
+            p = (flags & O_DIRECTORY) ? directory(path, staged, flags)         \
+                                      : route(path, staged, reads_only(flags)); \
         if (p == NULL)                                                         \
             return -1;                                                         \
         return real_##name(dirfd, p, flags, mode);                             \
@@ -176,7 +195,7 @@ DEFINE_OPENAT(openat64)
     {                                                                          \
         REAL(int (*)(const char *, int), name);                                \
         char staged[PATH_CAP];                                                 \
-        const char *p = (flags & O_DIRECTORY) ? path                           \
+        const char *p = (flags & O_DIRECTORY) ? directory(path, staged, flags) \
                         : route(path, staged, reads_only(flags));           \
         if (p == NULL)                                                         \
             return -1;                                                         \
@@ -301,6 +320,37 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
     return real_readlink(path, buf, cap);
 }
 
+/* The staged directory of path, when it lists exactly what the image's
+ * listing of path holds (a stage holds only what its image holds: a
+ * directory of a packed program's image usually lacks names, one of a
+ * `pack --prefix` image does not). Node-local calls only. */
+static const char *staged_listing(const char *path, char *staged)
+{
+    const mpii_entry *listing = NULL;
+    if (answer(path, staged) != MPII_ANSWER_DIR || strcmp(path, "/") == 0 ||
+        (listing = mpii_image_lookup(g_preload.index, MPII_ENTRY_LISTING, path)) == NULL ||
+        snprintf(staged, PATH_CAP, "%s%s", g_preload.root, path) >= PATH_CAP)
+        return NULL;
+    REAL(DIR * (*)(const char *), opendir);
+    REAL(struct dirent * (*)(DIR *), readdir);
+    REAL(int (*)(DIR *), closedir);
+    DIR *d = real_opendir != NULL ? real_opendir(staged) : NULL;
+    if (d == NULL)
+        return NULL;
+    size_t seen = 0;
+    int same = 1;
+    struct dirent *e;
+    while (same && (e = real_readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        seen++;
+        same = mpii_listing_find(listing, e->d_name) != 0;
+    }
+    if (real_closedir(d) != 0)
+        same = 0;
+    return same && seen == mpii_listing_count(listing) ? staged : NULL;
+}
+
 DIR *opendir(const char *path)
 {
     REAL(DIR * (*)(const char *), opendir);
@@ -309,5 +359,6 @@ DIR *opendir(const char *path)
         errno = ENOENT;
         return NULL;
     }
-    return real_opendir(path);
+    const char *whole = staged_listing(path, staged);
+    return real_opendir(whole != NULL ? whole : path);
 }
