@@ -100,11 +100,9 @@ void mpii_ctx_serve_sent(mpii_context *ctx);
 void mpii_ctx_trim(mpii_context *ctx);
 
 /* node_index.c: the facts of each message, written by the node's leader into
- * the node's stage for the node's other ranks. wanted: this rank is a leader
- * with others on its node. write: record seq holds buf. facts: record seq
+ * the node's stage for the node's other ranks. write: record seq holds buf. facts: record seq
  * holds msg serialised. read: waits up to timeout_s (< 0: for ever) for
  * record seq; *buf is malloc'd. */
-int mpii_ctx_index_wanted(const mpii_context *ctx);
 mpii_status mpii_ctx_index_write(mpii_context *ctx, uint64_t seq, const uint8_t *buf, size_t len);
 mpii_status mpii_ctx_index_facts(mpii_context *ctx, const mpii_image *msg, uint64_t seq,
                                  const char *label);

@@ -178,20 +178,38 @@ static mpii_status relay_to_node(mpii_context *ctx, const void *buf, size_t len)
     return start_group_send(ctx, MPII_GROUP_NODE, copy, len);
 }
 
-/* Root: a message (buf taken over) to the other leaders, and to its own
- * node when that node relays. */
-static mpii_status start_send(mpii_context *ctx, uint8_t *buf, size_t len)
+/* A leader: message seq (buf, len: as sent or received; msg: its facts once
+ * the bytes are staged, or NULL for the END marker) to the node's other
+ * ranks, through the index, or relayed whole when the index cannot take it.
+ * The root does the same for its own node as it sends. */
+static mpii_status pass_to_node(mpii_context *ctx, uint64_t seq, const void *buf, size_t len,
+                                const mpii_image *msg, const char *label)
+{
+    if (ctx->size < 2 || ctx->node.local_size < 2 || !is_leader(ctx))
+        return MPII_OK;
+    if (!ctx->node_relay) {
+        mpii_status st = msg != NULL ? mpii_ctx_index_facts(ctx, msg, seq, label)
+                                     : mpii_ctx_index_write(ctx, seq, buf, len);
+        if (st == MPII_OK)
+            return MPII_OK;
+        /* From this record on the node is relayed: its readers see the mark. */
+        mpii_ctx_index_mark_failed(ctx, seq);
+        ctx->node_relay = 1;
+    }
+    return relay_to_node(ctx, buf, len);
+}
+
+/* Root: message seq (buf taken over) to its own node, then to the other
+ * leaders. */
+static mpii_status start_send(mpii_context *ctx, uint64_t seq, uint8_t *buf, size_t len,
+                              const mpii_image *facts, const char *label)
 {
     ctx->stats.bcast_count++;
     ctx->stats.bcast_bytes += len;
-    mpii_status st = MPII_OK;
-    if (ctx->node_relay && (st = relay_to_node(ctx, buf, len)) != MPII_OK) {
-        free(buf);
-        return st;
-    }
-    if (!leaders_bcast(ctx)) {
+    mpii_status st = pass_to_node(ctx, seq, buf, len, facts, label);
+    if (st != MPII_OK || !leaders_bcast(ctx)) {
         free(buf); /* one node: its index (or relay) is the only way out */
-        return MPII_OK;
+        return st;
     }
     return start_group_send(ctx, MPII_GROUP_LEADERS, buf, len);
 }
@@ -219,18 +237,14 @@ static mpii_status flush(mpii_context *ctx, const char *label, int always)
     mpii_status st = mpii_image_serialize(ctx->outgoing, ctx->seq_sent + 1, label, &buf, &len);
     if (st != MPII_OK)
         return st;
+    /* what is left of the outgoing image is its facts (the bytes are staged):
+     * what this node's other ranks read from the index */
     mpii_ctx_serve_sent(ctx);
     ctx->seq_sent++;
-    /* This node's other ranks: the facts, from the index (the bytes are
-     * staged). Sent first: the leaders' broadcast needs no more of them. */
-    if (mpii_ctx_index_wanted(ctx) &&
-        mpii_ctx_index_facts(ctx, ctx->outgoing, ctx->seq_sent, label) != MPII_OK) {
-        mpii_ctx_index_mark_failed(ctx, ctx->seq_sent);
-        ctx->node_relay = 1; /* start_send relays this message and the later ones */
-    }
+    st = start_send(ctx, ctx->seq_sent, buf, len, ctx->outgoing, label);
     mpii_image_clear(ctx->outgoing);
     mpii_ctx_trim(ctx);
-    return start_send(ctx, buf, len);
+    return st;
 }
 
 mpii_status mpii_context_flush(mpii_context *ctx, const char *label) { return flush(ctx, label, 0); }
@@ -285,26 +299,6 @@ static mpii_status take_next(mpii_context *ctx, double timeout_s, void **buf, si
     if (st == MPII_OK)
         ctx->stats.received_bytes += *len;
     return st;
-}
-
-/* A leader: message seq (buf, len: as received; msg: its facts once the
- * bytes are staged, or NULL for the END marker) to the node's other ranks,
- * through the index, or relayed whole when the index cannot take it. */
-static mpii_status pass_to_node(mpii_context *ctx, uint64_t seq, const void *buf, size_t len,
-                                const mpii_image *msg, const char *label)
-{
-    if (ctx->size < 2 || ctx->node.local_size < 2 || !is_leader(ctx))
-        return MPII_OK;
-    if (!ctx->node_relay) {
-        mpii_status st = msg != NULL ? mpii_ctx_index_facts(ctx, msg, seq, label)
-                                     : mpii_ctx_index_write(ctx, seq, buf, len);
-        if (st == MPII_OK)
-            return MPII_OK;
-        /* From this record on the node is relayed: its readers see the mark. */
-        mpii_ctx_index_mark_failed(ctx, seq);
-        ctx->node_relay = 1;
-    }
-    return relay_to_node(ctx, buf, len);
 }
 
 mpii_status mpii_context_receive(mpii_context *ctx, double timeout_s, char *label, size_t label_cap)
@@ -420,13 +414,8 @@ mpii_status mpii_context_finish(mpii_context *ctx)
                 return MPII_ERR_NOMEM;
             memcpy(end, END_MAGIC, 8);
             mpii_put_u64(end + 8, ctx->seq_sent);
-            if (st == MPII_OK && mpii_ctx_index_wanted(ctx) &&
-                mpii_ctx_index_write(ctx, ctx->seq_sent + 1, end, CTRL_SIZE) != MPII_OK) {
-                mpii_ctx_index_mark_failed(ctx, ctx->seq_sent + 1);
-                ctx->node_relay = 1;
-            }
             if (st == MPII_OK)
-                st = start_send(ctx, end, CTRL_SIZE);
+                st = start_send(ctx, ctx->seq_sent + 1, end, CTRL_SIZE, NULL, NULL);
             else
                 free(end);
             if (st == MPII_OK)

@@ -45,12 +45,6 @@ static int record_name(char *out, size_t cap, const char *root, uint64_t seq, co
     return n > 0 && (size_t)n < cap;
 }
 
-int mpii_ctx_index_wanted(const mpii_context *ctx)
-{
-    return ctx->size > 1 && ctx->node.local_rank == 0 && ctx->node.local_size > 1 &&
-           !ctx->node_relay;
-}
-
 mpii_status mpii_ctx_index_write(mpii_context *ctx, uint64_t seq, const uint8_t *buf, size_t len)
 {
     mpii_status st = mpii_ctx_open_stage(ctx);

@@ -34,7 +34,6 @@
 static struct audit_state {
     mpii_image *index;
     char root[4096];
-    size_t root_len;
     unsigned long staged, skipped, passed;
     int verbose;
     /* returned names stay valid for the life of the process */
@@ -53,7 +52,6 @@ static void load_index(struct audit_state *a)
     if (n >= sizeof a->root)
         return;
     memcpy(a->root, root, n + 1);
-    a->root_len = n;
     char path[4200];
     if (snprintf(path, sizeof path, "%s/.mpiimport/index", root) >= (int)sizeof path)
         return;
@@ -72,10 +70,10 @@ unsigned int la_version(unsigned int version)
     return version < LAV_CURRENT ? version : LAV_CURRENT;
 }
 
-/* A copy of root + path that outlives this call. */
-static char *keep_staged(struct audit_state *a, const char *path)
+/* A copy of the staged path that outlives this call. */
+static char *keep(struct audit_state *a, const char *staged)
 {
-    size_t n = a->root_len + strlen(path) + 1;
+    size_t n = strlen(staged) + 1;
     if (a->names_len + n > a->names_cap) {
         size_t cap = n > 65536 ? n : 65536;
         char *block = malloc(cap); /* a new block: earlier names stay where they are */
@@ -86,8 +84,7 @@ static char *keep_staged(struct audit_state *a, const char *path)
         a->names_cap = cap;
     }
     char *out = a->names + a->names_len;
-    memcpy(out, a->root, a->root_len);
-    memcpy(out + a->root_len, path, n - a->root_len);
+    memcpy(out, staged, n);
     a->names_len += n;
     return out;
 }
@@ -101,7 +98,7 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
     char path[4096 + 4096];
     mpii_stage_answer ans = mpii_stage_image_resolve(a->index, a->root, name, path, sizeof path);
     if (ans == MPII_ANSWER_STAGED) {
-        char *staged = keep_staged(a, name);
+        char *staged = keep(a, path);
         if (staged != NULL) {
             a->staged++;
             if (a->verbose)

@@ -51,14 +51,29 @@ std::string write_image(const std::string &where)
     return path;
 }
 
+// Writes the image under t and stages it in t/shm; returns (image, shm).
+struct Staged {
+    std::string image, shm;
+    int already = 1;
+    uint64_t files = 0, bytes = 0;
+    explicit Staged(const TempDir &t) : image(write_image(t.dir)), shm(t.dir + "/shm")
+    {
+        EXPECT_EQ(mkdir(shm.c_str(), 0700), 0);
+        EXPECT_EQ(stage(), MPII_OK);
+    }
+    mpii_status stage()
+    {
+        return mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes);
+    }
+};
+
 TEST(StageImage, StagesOnceAnswersPathsAndKeepsMtimes)
 {
     TempDir t;
-    std::string image = write_image(t.dir), shm = t.dir + "/shm";
-    ASSERT_EQ(mkdir(shm.c_str(), 0700), 0);
-    int already = 1;
-    uint64_t files = 0, bytes = 0;
-    ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+    Staged s(t);
+    const std::string &image = s.image, &shm = s.shm;
+    int &already = s.already;
+    uint64_t &files = s.files, &bytes = s.bytes;
     EXPECT_EQ(already, 0);
     EXPECT_EQ(files, 2u);
     EXPECT_EQ(bytes, 10u);
@@ -102,11 +117,8 @@ TEST(StageImage, ADamagedStageIsRefused)
 {
     for (int damage = 0; damage < 3; damage++) {
         TempDir t;
-        std::string image = write_image(t.dir), shm = t.dir + "/shm";
-        ASSERT_EQ(mkdir(shm.c_str(), 0700), 0);
-        int already = 0;
-        uint64_t files = 0, bytes = 0;
-        ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+        Staged s(t);
+        const std::string &image = s.image, &shm = s.shm;
         char root[4096];
         ASSERT_EQ(mpii_stage_image_root(shm.c_str(), image.c_str(), root, sizeof root), MPII_OK);
         std::string r = root;
@@ -129,8 +141,8 @@ TEST(StageImage, ADamagedStageIsRefused)
         EXPECT_NE(st, MPII_OK) << "damage " << damage;
         EXPECT_EQ(index, nullptr);
         // staging again repairs it
-        ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
-        EXPECT_EQ(already, 0) << "damage " << damage;
+        ASSERT_EQ(s.stage(), MPII_OK);
+        EXPECT_EQ(s.already, 0) << "damage " << damage;
         ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
         mpii_image_destroy(index);
     }
