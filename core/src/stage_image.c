@@ -254,10 +254,12 @@ static mpii_status write_stage(const char *tmp, const char *abs, const mpii_imag
     return st;
 }
 
-mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, double timeout_s,
-                             int *already, uint64_t *files, uint64_t *bytes)
+mpii_status mpii_stage_image_bytes(const char *stage_dir, const char *image_path, const uint8_t *buf,
+                                   size_t len, double timeout_s, int *already, uint64_t *files,
+                                   uint64_t *bytes)
 {
-    if (stage_dir == NULL || image_path == NULL || already == NULL || files == NULL || bytes == NULL)
+    if (stage_dir == NULL || image_path == NULL || buf == NULL || already == NULL || files == NULL ||
+        bytes == NULL)
         return MPII_ERR_INVALID;
     *already = 0;
     *files = *bytes = 0;
@@ -267,17 +269,11 @@ mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, doub
         st = mpii_stage_image_root(stage_dir, image_path, root, sizeof root);
     if (st != MPII_OK)
         return st;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if ((st = mpii_read_file(abs, 0, 0, &buf, &len)) != MPII_OK)
-        return st;
     mpii_image *img = NULL;
-    st = mpii_image_parse(buf, len, &img, NULL, NULL, 0);
-    /* the payload checksum of the header: the image's identity */
-    uint64_t checksum = st == MPII_OK ? mpii_get_u64(buf + 40) : 0;
-    free(buf);
-    if (st != MPII_OK)
+    if ((st = mpii_image_parse(buf, len, &img, NULL, NULL, 0)) != MPII_OK)
         return st;
+    /* the payload checksum of the header: the image's identity */
+    uint64_t checksum = mpii_get_u64(buf + 40);
     struct seal seal;
     mpii_image *old = NULL;
     if (load(root, abs, &old, &seal) == MPII_OK) {
@@ -304,6 +300,24 @@ mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, doub
         mpii_status rm = remove_root(tmp);
         (void)rm;
     }
+    return st;
+}
+
+mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, double timeout_s,
+                             int *already, uint64_t *files, uint64_t *bytes)
+{
+    if (stage_dir == NULL || image_path == NULL || already == NULL || files == NULL || bytes == NULL)
+        return MPII_ERR_INVALID;
+    char abs[ROOT_MAX];
+    mpii_status st = absolute(image_path, abs, sizeof abs);
+    if (st != MPII_OK)
+        return st;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if ((st = mpii_read_file(abs, 0, 0, &buf, &len)) != MPII_OK)
+        return st;
+    st = mpii_stage_image_bytes(stage_dir, image_path, buf, len, timeout_s, already, files, bytes);
+    free(buf);
     return st;
 }
 

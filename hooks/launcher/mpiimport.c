@@ -5,8 +5,15 @@
  *   mpiimport unstage IMAGE
  *   mpiimport run --image IMAGE -- CMD [ARGS...]
  *
- * `run` needs no MPI and makes no communication: it checks the node's stage
- * of IMAGE (seal, index, staged files; node-local calls only) and execs CMD
+ * `stage`, as a job step under PMIx, is one collective
+ * (mpii_distribute_image): rank 0 reads IMAGE, the node leaders receive it
+ * over a PMIx-bootstrapped transport, `ofi` or `ucx` (never `mpi`: an
+ * MPI_Init here is not wanted), and stage it. `run` checks the node's stage
+ * of IMAGE (seal, index, staged files; node-local calls only); `run --stage`
+ * makes it first, the same way, as the step's own (its last process removes
+ * it) — only for programs that do not start PMIx themselves: Open MPI 4's
+ * MPI_Init fails in a process whose rank has used PMIx before (openpmix
+ * issue 1558), whether or not that was finalised. Then it execs CMD
  * with LD_AUDIT naming libmpiimport_audit.so (the dynamic loader's searches
  * served from the stage, hooks/preload/mpiimport_audit.c), LD_PRELOAD naming
  * libmpiimport_preload.so (the process's own open/stat/access, same stage,
@@ -27,6 +34,7 @@
 #include "mpiimport/config.h"
 #include "mpiimport/image.h"
 #include "mpiimport/stage.h"
+#include "mpiimport/transport.h"
 
 #define AUDIT_LIB "libmpiimport_audit.so"
 #define PRELOAD_LIB "libmpiimport_preload.so"
@@ -34,16 +42,25 @@
 static const char usage[] =
     "usage: mpiimport stage IMAGE\n"
     "       mpiimport unstage IMAGE\n"
-    "       mpiimport run --image IMAGE -- CMD [ARGS...]\n"
+    "       mpiimport run [--stage] --image IMAGE -- CMD [ARGS...]\n"
     "\n"
     "  stage    stage a packed image (python3 -m mpiimport pack) on this node, for every\n"
-    "           later job step; run it once per node: srun --ntasks-per-node=1 mpiimport stage IMAGE\n"
+    "           later job step. Run it as a step of one task per node:\n"
+    "             srun --mpi=pmix --ntasks-per-node=1 mpiimport stage IMAGE\n"
+    "             mpirun --map-by ppr:1:node mpiimport stage IMAGE\n"
+    "           rank 0 alone reads IMAGE and sends it to the others (transport ofi or ucx,\n"
+    "           bootstrapped through PMIx); outside a launcher the one process stages it\n"
     "  unstage  remove this node's stage of IMAGE\n"
-    "  run      run CMD with the dynamic loader (and, for Python, imports) served from this\n"
-    "           node's stage of IMAGE: no communication, no shared-file-system call for what\n"
-    "           the image holds\n"
+    "  run      run CMD with the dynamic loader, its file-system calls (and, for Python,\n"
+    "           imports) served from this node's stage of IMAGE: no communication, and no\n"
+    "           shared-file-system call for what the image holds. Not staged: CMD runs plainly,\n"
+    "           saying so; with --stage, rank 0 reads IMAGE and each node stages it for this\n"
+    "           step first (its last process removes it): only for a CMD that does not start\n"
+    "           MPI/PMIx itself, since Open MPI 4 refuses MPI_Init in a process whose rank\n"
+    "           has already spoken to PMIx\n"
     "\n"
-    "Settings: MPIIMPORT_STAGE_DIR (default /dev/shm), MPIIMPORT_TIMEOUT.\n";
+    "Settings: MPIIMPORT_STAGE_DIR (default /dev/shm), MPIIMPORT_TIMEOUT, MPIIMPORT_TRANSPORT,\n"
+    "MPIIMPORT_RANKS_PER_NODE, MPIIMPORT_VERBOSE.\n";
 
 static const char *env_get(void *arg, const char *name)
 {
@@ -58,34 +75,6 @@ static int load_config(mpii_config *cfg)
         fprintf(stderr, "mpiimport: %s\n", err[0] ? err : "bad settings");
         return -1;
     }
-    return 0;
-}
-
-static int cmd_stage(const char *image, int stage)
-{
-    mpii_config cfg;
-    if (load_config(&cfg) != 0)
-        return 2;
-    char root[4096];
-    mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
-    int flag = 0;
-    uint64_t files = 0, bytes = 0;
-    if (st == MPII_OK)
-        st = stage ? mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &flag, &files, &bytes)
-                   : mpii_unstage_image(cfg.stage_dir, image, &flag);
-    if (st != MPII_OK) {
-        fprintf(stderr, "mpiimport %s: %s: %s%s\n", stage ? "stage" : "unstage", image,
-                mpii_strerror(st),
-                stage ? " (nothing staged; check the image: python3 -m mpiimport show IMAGE)" : "");
-        return 1;
-    }
-    if (!stage)
-        printf("mpiimport unstage: %s %s\n", flag ? "removed" : "nothing staged at", root);
-    else if (flag)
-        printf("mpiimport stage: %s is staged already in %s\n", image, root);
-    else
-        printf("mpiimport stage: staged %s (%llu files, %.1f MiB) in %s\n", image,
-               (unsigned long long)files, (double)bytes / 1048576.0, root);
     return 0;
 }
 
@@ -117,36 +106,182 @@ static int prepend_env(const char *var, const char *lib)
     return w > 0 && (size_t)w < sizeof value ? setenv(var, value, 1) : -1;
 }
 
-static int cmd_run(const char *image, char **argv)
+/* Under a parallel launcher that gives no PMIx server (srun without
+ * --mpi=pmix): staging in every process would read the image once per rank. */
+static int launched_without_pmix(void)
+{
+    return getenv("PMIX_RANK") == NULL &&
+           (getenv("SLURM_PROCID") != NULL || getenv("OMPI_COMM_WORLD_RANK") != NULL ||
+            getenv("PMI_RANK") != NULL);
+}
+
+/* The transport for staging: MPIIMPORT_TRANSPORT when the launcher has it,
+ * else the first compiled one bootstrapped through PMIx; "self" outside a
+ * launcher. NULL (why in err) when none can be used. */
+static const mpii_transport_ops *stage_transport(const mpii_config *cfg, char *err, size_t cap)
+{
+    if (getenv("PMIX_RANK") == NULL && !launched_without_pmix())
+        return &mpii_self_ops;
+    if (launched_without_pmix()) {
+        snprintf(err, cap, "this launcher gives no PMIx server (use mpirun, or srun --mpi=pmix)");
+        return NULL;
+    }
+    const mpii_transport_ops *ops = cfg->transport[0] ? mpii_transport_lookup(cfg->transport) : NULL;
+    if (ops != NULL && ops != &mpii_self_ops)
+        return ops;
+    ops = mpii_transport_at(0);
+    if (ops == NULL || ops == &mpii_self_ops) {
+        snprintf(err, cap, "this build has no transport that starts without MPI (ofi, ucx: "
+                           "cmake -DTRANSPORT=\"mpi;ofi\")");
+        return NULL;
+    }
+    return ops;
+}
+
+/* Stages image on every node of the job (collective): rank 0 reads it, one
+ * process per node stages it. for_this_step: the stage is this step's (see
+ * mpii_distribute_image). Prints why not, and with verbose what it did. */
+static mpii_status stage_collectively(const mpii_config *cfg, const char *cmd, const char *image,
+                                      int for_this_step, int verbose, mpii_image_job *job)
+{
+    char err[512] = "";
+    memset(job, 0, sizeof *job);
+    const mpii_transport_ops *ops = stage_transport(cfg, err, sizeof err);
+    if (ops == NULL) {
+        fprintf(stderr, "mpiimport %s: cannot stage %s on every node: %s\n", cmd, image, err);
+        return MPII_ERR_NOTFOUND;
+    }
+    mpii_transport_options opt = {.ranks_per_node = cfg->ranks_per_node};
+    mpii_transport *t = NULL;
+    mpii_status st = ops->init(&opt, &t, err, sizeof err);
+    if (st != MPII_OK) {
+        fprintf(stderr, "mpiimport %s: cannot start the %s transport to stage %s (%s)\n", cmd, ops->name,
+                image, err[0] ? err : mpii_strerror(st));
+        return st;
+    }
+    st = mpii_distribute_image(ops, t, cfg->stage_dir, image, cfg->timeout_s, for_this_step, job, err,
+                               sizeof err);
+    int rank = ops->rank(t), size = ops->size(t);
+    ops->finalize(t);
+    if (st != MPII_OK) {
+        fprintf(stderr, "mpiimport %s: rank %d: %s was not staged on this node (%s)\n", cmd, rank, image,
+                err[0] ? err : mpii_strerror(st));
+        return st;
+    }
+    if (verbose && job->leader && job->already)
+        printf("mpiimport %s: rank %d of %d: %s is staged already on this node\n", cmd, rank, size, image);
+    else if (verbose && job->leader && job->staged)
+        printf("mpiimport %s: rank %d of %d: staged %s on this node (%llu files, %.1f MiB, sent by "
+               "rank 0 over %s)\n", cmd, rank, size, image, (unsigned long long)job->files,
+               (double)job->bytes / 1048576.0, ops->name);
+    return MPII_OK;
+}
+
+static int cmd_stage(const char *image, int stage)
 {
     mpii_config cfg;
-    char root[4096], audit[PATH_MAX + 64], preload[PATH_MAX + 64];
+    if (load_config(&cfg) != 0)
+        return 2;
+    char root[4096];
+    mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
+    char why[256] = "";
+    if (st == MPII_OK && stage && getenv("PMIX_RANK") != NULL) {
+        /* a job step of several tasks: rank 0 alone reads the image */
+        if (stage_transport(&cfg, why, sizeof why) != NULL) {
+            mpii_image_job job;
+            st = stage_collectively(&cfg, "stage", image, 0, 1, &job);
+            return st == MPII_OK ? 0 : 1;
+        }
+        fprintf(stderr, "mpiimport stage: %s; each task reads %s itself\n", why, image);
+    }
+    int flag = 0;
+    uint64_t files = 0, bytes = 0;
+    if (st == MPII_OK)
+        st = stage ? mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &flag, &files, &bytes)
+                   : mpii_unstage_image(cfg.stage_dir, image, &flag);
+    if (st != MPII_OK) {
+        fprintf(stderr, "mpiimport %s: %s: %s%s\n", stage ? "stage" : "unstage", image,
+                mpii_strerror(st),
+                stage ? " (nothing staged; check the image: python3 -m mpiimport show IMAGE)" : "");
+        return 1;
+    }
+    if (!stage)
+        printf("mpiimport unstage: %s %s\n", flag ? "removed" : "nothing staged at", root);
+    else if (flag)
+        printf("mpiimport stage: %s is staged already in %s\n", image, root);
+    else
+        printf("mpiimport stage: staged %s (%llu files, %.1f MiB) in %s\n", image,
+               (unsigned long long)files, (double)bytes / 1048576.0, root);
+    return 0;
+}
+
+/* A stage that a `run` made for its step has a registry of its processes. */
+static int is_temporary(const char *root)
+{
+    char live[4200];
+    struct stat sb;
+    int n = snprintf(live, sizeof live, "%s.live", root);
+    return n > 0 && (size_t)n < sizeof live && lstat(live, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int cmd_run(const char *image, int stage_here, char **argv)
+{
+    mpii_config cfg;
+    char root[4096], audit[PATH_MAX + 64], preload[PATH_MAX + 64], pid[32];
     mpii_image *index = NULL;
     mpii_status st = MPII_ERR_INVALID;
-    if (load_config(&cfg) == 0)
+    int temporary = 0, said = 0;
+    if (load_config(&cfg) == 0) {
         st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+        if (st == MPII_OK && is_temporary(root)) {
+            /* another step's (a run that staged it): join it, so that the
+             * last process of either step removes it */
+            temporary = mpii_stage_register(root) == MPII_OK;
+        } else if (st == MPII_ERR_NOTFOUND && stage_here) {
+            size_t swept = mpii_stage_sweep(cfg.stage_dir, NULL); /* what killed steps left */
+            (void)swept;
+            mpii_image_job job;
+            st = stage_collectively(&cfg, "run", image, 1, cfg.verbose, &job);
+            temporary = job.temporary;
+            said = st != MPII_OK;
+            if (st == MPII_OK)
+                st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+        }
+    }
     if (st == MPII_OK) {
         mpii_image_destroy(index); /* checked; the audit library reads it in each process */
+        snprintf(pid, sizeof pid, "%ld", (long)getpid());
         if (lib_path(AUDIT_LIB, audit, sizeof audit) != 0 ||
             lib_path(PRELOAD_LIB, preload, sizeof preload) != 0) {
             fprintf(stderr, "mpiimport run: %s or %s not found beside this command; running %s plainly\n",
                     AUDIT_LIB, PRELOAD_LIB, argv[0]);
         } else {
+            /* MPIIMPORT_RUN_PID: this process (the same after exec) leaves the
+             * step's stage at exit, and the last one removes it */
             if (prepend_env("LD_AUDIT", audit) == 0 && prepend_env("LD_PRELOAD", preload) == 0 &&
                 setenv("MPIIMPORT_AUDIT_ROOT", root, 1) == 0 && setenv("MPIIMPORT_IMAGE", image, 1) == 0 &&
-                setenv("MPIIMPORT_STAGED", "1", 1) == 0) {
+                setenv("MPIIMPORT_STAGED", "1", 1) == 0 &&
+                (!temporary || setenv("MPIIMPORT_RUN_PID", pid, 1) == 0)) {
                 execvp(argv[0], argv);
                 fprintf(stderr, "mpiimport run: cannot run %s: %s\n", argv[0], strerror(errno));
                 return 127;
             }
             fprintf(stderr, "mpiimport run: cannot set the environment; running %s plainly\n", argv[0]);
         }
+    } else if (said) {
+        fprintf(stderr, "mpiimport run: running %s plainly\n", argv[0]);
     } else if (st == MPII_ERR_NOTFOUND) {
         fprintf(stderr, "mpiimport run: %s is not staged on this node (run `mpiimport stage %s` on "
-                "every node first, one task per node); running %s plainly\n", image, image, argv[0]);
+                "every node first, one task per node; or `mpiimport run --stage` for a program that "
+                "does not start MPI itself); running %s plainly\n", image, image, argv[0]);
     } else {
         fprintf(stderr, "mpiimport run: the stage of %s is refused (%s); running %s plainly\n", image,
                 mpii_strerror(st), argv[0]);
+    }
+    if (temporary) {
+        int last = 0;
+        if (mpii_stage_leave(root, &last) == MPII_OK && last && mpii_stage_discard(root) != MPII_OK)
+            fprintf(stderr, "mpiimport run: cannot remove %s\n", root);
     }
     execvp(argv[0], argv);
     fprintf(stderr, "mpiimport run: cannot run %s: %s\n", argv[0], strerror(errno));
@@ -165,12 +300,14 @@ int main(int argc, char **argv)
         return cmd_stage(argv[2], 0);
     if (argc >= 2 && strcmp(argv[1], "run") == 0) {
         const char *image = NULL;
-        int i = 2;
+        int stage_here = 0, i = 2;
         for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
             if (strcmp(argv[i], "--image") == 0 && i + 1 < argc)
                 image = argv[++i];
             else if (strncmp(argv[i], "--image=", 8) == 0)
                 image = argv[i] + 8;
+            else if (strcmp(argv[i], "--stage") == 0)
+                stage_here = 1;
             else
                 break;
         }
@@ -178,10 +315,10 @@ int main(int argc, char **argv)
             i++;
         if (image == NULL || i >= argc) {
             fprintf(stderr, "mpiimport run: name the image and the command: "
-                            "mpiimport run --image IMAGE -- CMD [ARGS...]\n");
+                            "mpiimport run [--stage] --image IMAGE -- CMD [ARGS...]\n");
             return 2;
         }
-        return cmd_run(image, argv + i);
+        return cmd_run(image, stage_here, argv + i);
     }
     fputs(usage, stderr);
     return 2;

@@ -19,6 +19,11 @@
  * image holds); otherwise it passes through. The program sees the
  * original paths; descriptors it opens refer to the staged copies.
  *
+ * A stage that `mpiimport run` made for its job step (MPIIMPORT_RUN_PID:
+ * the launcher's pid, which exec kept) is left at exit by that process, and
+ * removed by the step's last one on the node (stage_registry.c); a process
+ * killed outright leaves that to the next start-up sweep.
+ *
  * The image's index is read once, at load (MPIIMPORT_AUDIT_ROOT, set by
  * `mpiimport run` after it checked the stage's seal). Without it every call
  * passes through. The interposition API has no context argument: the one
@@ -68,6 +73,21 @@ __attribute__((constructor)) static void preload_init(void)
         s->index = img;
     }
     free(buf);
+}
+
+__attribute__((destructor)) static void preload_fini(void)
+{
+    const struct preload_state *s = &g_preload;
+    const char *pid = getenv("MPIIMPORT_RUN_PID");
+    char mine[32];
+    if (s->index == NULL || pid == NULL ||
+        snprintf(mine, sizeof mine, "%ld", (long)getpid()) >= (int)sizeof mine || strcmp(pid, mine) != 0)
+        return;
+    int last = 0;
+    if (mpii_stage_leave(s->root, &last) == MPII_OK && last) {
+        mpii_status st = mpii_stage_discard(s->root);
+        (void)st; /* at exit: nothing to report to; a later sweep retries */
+    }
 }
 
 /* The answer for path (absolute only); staged receives the stage's path. */

@@ -11,7 +11,7 @@ import sysconfig
 
 import pytest
 
-from conftest import PYTHON, job_env, run_mpi
+from conftest import MPIRUN, PYTHON, job_env, run_mpi
 
 BUILD = os.environ.get("MPIIMPORT_TEST_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 LAUNCHER = os.path.join(BUILD, "bin", "mpiimport")
@@ -200,3 +200,81 @@ def test_run_serves_a_plain_python_process_without_the_hook(tmp_path):
     assert p.stdout.count(want) == 2, p.stdout + p.stderr
     calls = [l for t in traces for l in t.splitlines() if '"' + str(shared) in l and "execve(" not in l]
     assert calls == [], calls
+
+
+# ---- staging as a job step, and `run --stage`: rank 0 alone reads the image ----
+
+def launch(n, cmd, env, timeout=300):
+    """mpirun -n n CMD (any program), as simulated nodes of two ranks."""
+    full = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
+            "-n", str(n)] + cmd
+    return subprocess.run(full, env=job_env(dict(env, MPIIMPORT_RANKS_PER_NODE="2")),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def image_opens(trace_dir, image):
+    return [l for f in sorted(os.listdir(trace_dir)) for l in open(trace_dir / f).read().splitlines()
+            if l.startswith(("openat(", "open(")) and '"%s"' % image in l]
+
+
+MPI_JOB = r"""
+from mpi4py import MPI
+import extmod
+print('mpi', MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size, extmod.value(), flush=True)
+"""
+
+
+def test_a_stage_step_reads_the_image_on_rank_0_only_and_the_next_step_starts_mpi(workload):
+    tmp_path, shared, image, env = workload
+    trace = tmp_path / "stage-trace"
+    trace.mkdir()
+    p = launch(4, ["strace", "-ff", "-qq", "-e", "trace=openat,open", "-o", str(trace / "t"),
+                   LAUNCHER, "stage", str(image)], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # one line per node leader (ranks 0 and 2); one image file read in the whole job
+    leaders = [l for l in p.stdout.splitlines() if l.startswith("mpiimport stage: rank ")]
+    assert sorted(l.split()[3] for l in leaders) == ["0", "2"], p.stdout
+    assert len(image_opens(trace, image)) == 1, image_opens(trace, image)
+    # the next step: an MPI program served from the stage, its MPI_Init unaffected
+    (tmp_path / "mpi_job.py").write_text(MPI_JOB)
+    q = launch(4, [LAUNCHER, "run", "--image", str(image), "--", PYTHON, str(tmp_path / "mpi_job.py")], env)
+    assert q.returncode == 0 and q.stdout.count("mpi ") == 4 and q.stdout.count(" 4 42") == 4, q.stdout + q.stderr
+    assert "plainly" not in q.stderr, q.stderr
+    u = subprocess.run([LAUNCHER, "unstage", str(image)], env=job_env(env), capture_output=True, text=True)
+    assert u.returncode == 0 and "removed" in u.stdout
+
+
+def test_run_stage_makes_the_steps_own_stage_and_its_last_process_removes_it(workload):
+    tmp_path, shared, image, env = workload
+    stage_dir = env["MPIIMPORT_STAGE_DIR"]
+    trace = tmp_path / "run-trace"
+    trace.mkdir()
+    p = launch(4, ["strace", "-ff", "-qq", "-e", "trace=%file", "-o", str(trace / "t"), LAUNCHER, "run",
+                   "--stage", "--image", str(image), "--", str(tmp_path / "app")], env)
+    assert p.returncode == 0 and p.stdout.count("value 42 files 2") == 4, p.stdout + p.stderr
+    assert "plainly" not in p.stderr, p.stderr
+    traces = [open(trace / f).read() for f in sorted(os.listdir(trace))]
+    inside = str(shared) + "/"
+    assert opens_under(traces, inside) == [], opens_under(traces, inside)[:10]
+    assert len(image_opens(trace, image)) == 1
+    assert os.listdir(stage_dir) == [], os.listdir(stage_dir)   # nothing left on the node
+    # one process, no launcher: the same, staged by itself
+    q = subprocess.run([LAUNCHER, "run", "--stage", "--image", str(image), "--", str(tmp_path / "app")],
+                       env=job_env(env), capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0 and "value 42 files 2" in q.stdout and q.stderr == "", q.stdout + q.stderr
+    assert os.listdir(stage_dir) == []
+
+
+def test_run_stage_of_a_damaged_image_runs_plainly_and_leaves_nothing(workload):
+    tmp_path, shared, image, env = workload
+    bad = tmp_path / "bad.mpii"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    p = launch(4, [LAUNCHER, "run", "--stage", "--image", str(bad), "--", str(tmp_path / "app")], env)
+    assert p.returncode == 0 and p.stdout.count("value 42 files 2") == 4, p.stdout + p.stderr
+    assert p.stderr.count("was not staged") == 4 and "checksum" in p.stderr, p.stderr
+    assert os.listdir(env["MPIIMPORT_STAGE_DIR"]) == []
+    missing = tmp_path / "missing.mpii"
+    q = launch(2, [LAUNCHER, "run", "--stage", "--image", str(missing), "--", "true"], env)
+    assert q.returncode == 0 and "rank 0 cannot read the image" in q.stderr, q.stderr

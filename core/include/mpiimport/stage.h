@@ -67,9 +67,39 @@ mpii_status mpii_stage_image_root(const char *stage_dir, const char *image_path,
                                   size_t cap);
 mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, double timeout_s,
                              int *already, uint64_t *files, uint64_t *bytes);
+/* The same from the image's bytes (buf[0..len), a whole packed image; a
+ * node leader of `mpiimport run` that received them); image_path names the
+ * stage and is not opened. */
+mpii_status mpii_stage_image_bytes(const char *stage_dir, const char *image_path, const uint8_t *buf,
+                                   size_t len, double timeout_s, int *already, uint64_t *files,
+                                   uint64_t *bytes);
 mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
                                   size_t root_cap, mpii_image **index);
 mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, int *removed);
+
+/* The whole image to every node in one collective (distribute_image.c), for
+ * `mpiimport run --image F` when F is not staged: rank 0 reads image_path,
+ * the node leaders receive it (never the other ranks) and stage it as
+ * mpii_stage_image does, each node's ranks learn the outcome from their
+ * leader. Collective over every rank of t. for_this_step: a stage made here
+ * is this job step's (its processes register in it and the last removes
+ * it); otherwise it stays until unstaged (`mpiimport stage` as a step of
+ * its own). job->staged: this node's stage is made; job->temporary: it is
+ * this step's and this process is in its registry; job->leader, ->already,
+ * ->files/bytes: what this process
+ * staged (leaders). On failure err says which step failed; the stage is not
+ * to be used on this node. */
+#include "mpiimport/transport.h"
+typedef struct mpii_image_job {
+    int staged;
+    int leader;    /* this process staged for its node */
+    int already;   /* ... and found the stage there already */
+    int temporary;
+    uint64_t files, bytes;
+} mpii_image_job;
+mpii_status mpii_distribute_image(const mpii_transport_ops *ops, mpii_transport *t,
+                                  const char *stage_dir, const char *image_path, double timeout_s,
+                                  int for_this_step, mpii_image_job *job, char *err, size_t err_cap);
 
 /* What a staged image's index says of an absolute path (for `mpiimport run`'s
  * audit and preload libraries): STAGED (staged receives <root><path>, a copy
