@@ -7,6 +7,10 @@ PKGS=(cmake make gcc g++ pkg-config openmpi-bin libopenmpi-dev libgtest-dev libf
 # The benchmarks (scripts/bench.sh, startup_bench.sh, bcast_bench.sh): emufs needs
 # libfuse3-dev and fuse3 (fusermount3), above; run_bench.py's plot needs matplotlib.
 PKGS+=(python3-matplotlib)
+# The Lmod modulefile `cmake --install` puts in share/modulefiles (tests/python/test_lmod.py).
+PKGS+=(lmod)
+# A one-node Slurm for the srun job steps (scripts/slurm.sh; python_srun.* tests).
+PKGS+=(slurm-wlm munge)
 # Transports beyond mpi need their libraries too.
 case " ${TRANSPORT:-mpi;ofi;ucx} " in *ofi*) PKGS+=(libfabric-dev libpmix-dev) ;; esac
 case " ${TRANSPORT:-mpi;ofi;ucx} " in *ucx*) PKGS+=(libucx-dev libpmix-dev) ;; esac

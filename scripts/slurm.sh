@@ -47,7 +47,7 @@ start() {
     [ -d "$plugins" ] || plugins=$(dirname "$(find /usr/lib -name 'mpi_pmix*.so' -print -quit 2>/dev/null)")
     cat >"$CONF" <<EOF
 ClusterName=mpiimport
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -72,7 +72,7 @@ SlurmdParameters=config_overrides
 InactiveLimit=0
 KillWait=5
 MinJobAge=10
-NodeName=$host CPUs=$cpus State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
     # munge: Debian's package makes the key; a fresh root may lack the daemon's directories

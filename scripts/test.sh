@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset PYTHONDONTWRITEBYTECODE
 ./scripts/build.sh build
+# A one-node Slurm (munge, slurmctld, slurmd on localhost) for the srun job
+# steps (python_srun.*: the multi-rank tests under srun --mpi=pmix, every
+# transport); stopped when this script ends. Its absence is a failure here.
+eval "$(./scripts/slurm.sh start)"
+trap './scripts/slurm.sh stop' EXIT
+export MPIIMPORT_TEST_REQUIRE_SLURM=1
 (cd build && ctest --output-on-failure --timeout 900 "$@")
 # Sanitizers: the core and its unit tests, no Python, no MPI runtime.
 CMAKE_ARGS="-DMPIIMPORT_SANITIZE=ON -DMPIIMPORT_BUILD_HOOK=OFF" ./scripts/build.sh build-asan

@@ -11,6 +11,44 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 JOBS = os.path.join(HERE, "jobs")
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 MPIRUN = os.environ.get("MPIIMPORT_TEST_MPIRUN", "mpirun")
+# "srun": the multi-rank jobs run as Slurm job steps (srun --mpi=pmix; the
+# test command starts a one-node Slurm, scripts/slurm.sh), else under mpirun.
+LAUNCHER_KIND = os.environ.get("MPIIMPORT_TEST_LAUNCHER", "mpirun")
+
+
+def _slurm_problem():
+    """Why srun cannot run steps here, or None."""
+    import shutil
+    if shutil.which("srun") is None:
+        return "srun is not installed (apt-get install slurm-wlm munge)"
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "sinfo failed: %s" % e
+    if p.returncode != 0 or not any(s in p.stdout for s in ("idle", "mixed", "allocated")):
+        return "no Slurm node is up (%s)" % (p.stderr.strip() or p.stdout.strip() or "no output")
+    return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _slurm_for_srun_tests():
+    if LAUNCHER_KIND != "srun":
+        return
+    problem = _slurm_problem()
+    if problem is None:
+        return
+    msg = ("%s: start one with `./scripts/slurm.sh start` and export the SLURM_CONF it prints"
+           % problem)
+    if os.environ.get("MPIIMPORT_TEST_REQUIRE_SLURM") == "1":
+        pytest.fail("srun tests: " + msg, pytrace=False)
+    pytest.skip("srun tests skipped: " + msg)
+
+
+def launch_prefix(n):
+    """The command line that starts n ranks of a program (any program)."""
+    if LAUNCHER_KIND == "srun":
+        return ["srun", "--mpi=pmix", "--overcommit", "--quiet", "-n", str(n)]
+    return [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp", "-n", str(n)]
 
 
 def job_env(extra=None):
@@ -26,6 +64,8 @@ def job_env(extra=None):
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     # Unbuffered output writes a print() in pieces, which mpirun interleaves.
     env.pop("PYTHONUNBUFFERED", None)
+    if LAUNCHER_KIND == "srun":
+        env["OMPI_MCA_btl"] = "self,vader,tcp"   # as run_mpi's mpirun line says
     # Lock-step imports unless a test asks for recorded lists (test_images.py):
     # a list recorded by an earlier test must not change what a test measures.
     env["MPIIMPORT_RECORD"] = "0"
@@ -34,9 +74,8 @@ def job_env(extra=None):
 
 
 def run_mpi(n, args, extra_env=None, timeout=600, check=True):
-    """mpirun -n n PYTHON args...; returns CompletedProcess (text)."""
-    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
-           "-n", str(n), PYTHON] + list(args)
+    """mpirun -n n PYTHON args... (or srun); returns CompletedProcess (text)."""
+    cmd = launch_prefix(n) + [PYTHON] + list(args)
     p = subprocess.run(cmd, env=job_env(extra_env), capture_output=True, text=True,
                        timeout=timeout)
     if check and p.returncode != 0:

@@ -149,7 +149,7 @@ def test_metadata_and_pkgutil_are_served(tmp_path):
     traces, out = tmp_path / "traces", tmp_path / "out-traced"
     traces.mkdir()
     out.mkdir()
-    script = "exec strace -f -qq -e trace=%%file,%%desc -o %s/trace.$OMPI_COMM_WORLD_RANK %s %s metadata %s %s" % (
+    script = "exec strace -f -qq -e trace=%%file,%%desc -o %s/trace.${PMIX_RANK:-$OMPI_COMM_WORLD_RANK} %s %s metadata %s %s" % (
         traces, PYTHON, JOB, tree, out)
     env = job_env({"MPIIMPORT_SHARED_PREFIXES": str(tree) + ":/usr/lib/python3.11:/usr/lib/python3",
                    "MPIIMPORT_TIMEOUT": "60"})

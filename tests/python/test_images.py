@@ -120,7 +120,7 @@ def test_a_gap_in_an_image_costs_one_fact(tmp_path):
     traces.mkdir()
     out.mkdir()
     code = "exec(open(%r).read())" % str(site / "app.py")
-    script = ("cd %s && exec strace -f -qq -e trace=%%file -o %s/trace.$OMPI_COMM_WORLD_RANK %s -c %s %s"
+    script = ("cd %s && exec strace -f -qq -e trace=%%file -o %s/trace.${PMIX_RANK:-$OMPI_COMM_WORLD_RANK} %s -c %s %s"
               % (shlex.quote(str(elsewhere)), traces, PYTHON, shlex.quote(code), out))
     env.update({"APP_INSTALL": "1", "MPIIMPORT_IMAGE": str(image), "MPIIMPORT_TIMEOUT": "60"})
     n = 3

@@ -86,7 +86,7 @@ def test_nonroot_ranks_open_no_shared_files(tmp_path):
     traces.mkdir()
     out = tmp_path / "out"
     n = 4
-    script = ("exec strace -f -qq -e trace=%%file,%%desc -o %s/trace.$OMPI_COMM_WORLD_RANK %s %s mpiimport %s %s"
+    script = ("exec strace -f -qq -e trace=%%file,%%desc -o %s/trace.${PMIX_RANK:-$OMPI_COMM_WORLD_RANK} %s %s mpiimport %s %s"
               % (traces, PYTHON, os.path.join(JOBS, "describe.py"), out, MODULES))
     from conftest import MPIRUN, job_env
     p = subprocess.run([MPIRUN, "--oversubscribe", "--allow-run-as-root", "-n", str(n), "sh", "-c", script],

@@ -25,7 +25,7 @@ sys.path.insert(0, sys.argv[1])
 import mpiimport
 assert mpiimport.install()
 import bund._ext
-rank = int(os.environ["OMPI_COMM_WORLD_RANK"])
+rank = int(os.environ.get("PMIX_RANK") or os.environ["OMPI_COMM_WORLD_RANK"])
 root = mpiimport.stats()["stage_root"]
 maps = sorted({l.split()[-1] for l in open("/proc/self/maps") if "/" in l})
 with open(os.path.join(sys.argv[2], "rank%d.json" % rank), "w") as f:

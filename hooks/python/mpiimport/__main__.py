@@ -10,8 +10,10 @@ or show what an image holds.
     python3 -m mpiimport pack --prefix DIR -o env.mpii
         Packs every directory listing and file under DIR (an environment that
         changes rarely), for `mpiimport run --image env.mpii -- CMD`.
+        On a terminal, pack shows its progress (files, MiB, MiB/s).
     python3 -m mpiimport show app.mpii [--all]
-        Lists the entries of an image (or of a recorded list) and their sizes.
+        Summarises an image (or a recorded list): its entries by kind, and
+        files and bytes by top-level package; --all lists every entry too.
     python3 -m mpiimport stage app.mpii        (one task per node:
         srun --ntasks-per-node=1 ..., mpirun --map-by ppr:1:node ...)
         Stages the image on this node (MPIIMPORT_STAGE_DIR, /dev/shm by
@@ -26,6 +28,7 @@ or show what an image holds.
 """
 import argparse
 import os
+import re
 import runpy
 import sys
 import time
@@ -54,32 +57,49 @@ def _serve_loaded(session, finder):
 
 
 class _Progress:
-    """On a terminal, pack shows what it has read so far (files, MiB, rate),
-    twice a second, on one line of stderr."""
+    """While pack reads, and only when stderr is a terminal: one line of
+    stderr (files, MiB read, MiB/s), rewritten in place ('\r') five times a
+    second by a thread; on leaving, the last state stays as a summary line.
+    counts() -> (files, bytes) is called from that thread."""
+    INTERVAL = 0.2
 
-    def __init__(self, session):
-        import threading
-        self.session, self.t0 = session, time.monotonic()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+    def __init__(self, counts):
+        self.counts, self.t0, self.thread = counts, time.monotonic(), None
+        try:
+            tty = os.isatty(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):  # no stderr, or not a file
+            tty = False
+        if tty:
+            import threading
+            self.done = threading.Event()
+            self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _line(self):
-        st = self.session.ctx.stats()
-        mib = st["read_bytes"] / 1048576.0
-        dt = max(time.monotonic() - self.t0, 1e-6)
-        return "mpiimport pack: %d files, %.1f MiB read, %.1f MiB/s" % (st["read_count"], mib, mib / dt)
+    def _write(self, end):
+        files, nbytes = self.counts()
+        mib = nbytes / 1048576.0
+        rate = mib / max(time.monotonic() - self.t0, 1e-6)
+        sys.stderr.write("\rmpiimport pack: %d files, %.1f MiB read, %.1f MiB/s\033[K%s" % (files, mib, rate, end))
+        sys.stderr.flush()
 
     def _run(self):
-        while not self.done.wait(0.5):
-            sys.stderr.write("\r" + self._line() + "\033[K")
-            sys.stderr.flush()
+        while not self.done.wait(self.INTERVAL):
+            self._write("")
 
-    def stop(self):
-        self.done.set()
-        self.thread.join()
-        sys.stderr.write("\r" + self._line() + "\033[K\n")
-        sys.stderr.flush()
+    def __enter__(self):
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.done.set()
+            self.thread.join()
+            self._write("\n")
+
+
+def _read_counts(ctx):
+    st = ctx.stats()
+    return st["read_count"], st["read_bytes"]
 
 
 def _pack_prefix(args):
@@ -93,21 +113,22 @@ def _pack_prefix(args):
         if ctx.dir_state(top) != "dir":
             sys.exit("mpiimport pack: --prefix %s: not a directory" % args.prefix)
         todo = [top]
-        while todo:
-            d = todo.pop()
-            for name in ctx.listdir(d) or ():
-                p = d.rstrip("/") + "/" + name
-                if ctx.dir_state(p) == "dir":
-                    if not os.path.islink(p):
-                        todo.append(p)
-                    continue
-                try:
-                    got = ctx.file(p)
-                except _core.Error:
-                    got = None  # not a regular file (a FIFO, a socket): not served
-                if got is not None:
-                    files += 1
-                    nbytes += len(got[0] or b"")
+        with _Progress(lambda: (files, nbytes)):
+            while todo:
+                d = todo.pop()
+                for name in ctx.listdir(d) or ():
+                    p = d.rstrip("/") + "/" + name
+                    if ctx.dir_state(p) == "dir":
+                        if not os.path.islink(p):
+                            todo.append(p)
+                        continue
+                    try:
+                        got = ctx.file(p)
+                    except _core.Error:
+                        got = None  # not a regular file (a FIFO, a socket): not served
+                    if got is not None:
+                        files += 1
+                        nbytes += len(got[0] or b"")
         ctx.save(args.output, True, "prefix %s" % top)
     except (_core.Error, OSError) as e:
         sys.exit("mpiimport pack: --prefix %s: %s" % (args.prefix, e))
@@ -120,72 +141,105 @@ def _pack_prefix(args):
 
 def _pack(args):
     if args.prefix:
-        if args.program:
-            sys.exit("mpiimport pack: give either --prefix DIR or a program, not both")
         return _pack_prefix(args)
-    if not args.program:
-        sys.exit("mpiimport pack: name the program to run: pack -o OUT -- app.py [args]")
     script = os.path.abspath(args.program[0])
-    if not os.path.isfile(script):
-        sys.exit("mpiimport pack: %s: no such file" % args.program[0])
     sys.argv[:] = [script] + args.program[1:]
     sys.path[0] = os.path.dirname(script)
     if not _hook.install(_transport="self"):
         sys.exit("mpiimport pack: could not start (see above)")
     session = _hook._state.session
-    progress = _Progress(session) if sys.stderr.isatty() else None
-    _serve_loaded(session, _hook._state.finder)
     status = 0
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as e:
-        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        if progress is not None:
-            progress.stop()
+    with _Progress(lambda: _read_counts(session.ctx)):
+        _serve_loaded(session, _hook._state.finder)
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     try:
         session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
     except _core.Error as e:
         sys.exit("mpiimport pack: cannot write %s: %s" % (args.output, e))
-    st = session.ctx.stats()
+    files, nbytes = _read_counts(session.ctx)
     sys.stderr.write("mpiimport pack: %s: %d files read (%.1f MiB) for %s\n"
-                     % (args.output, st["read_count"], st["read_bytes"] / 1048576.0, script))
+                     % (args.output, files, nbytes / 1048576.0, script))
     return status
 
 
-def _by_package(entries):
-    """{top-level package: (entries, bytes)} for file and code entries: the
-    path component after the longest root that is a sys.path directory (or a
-    *-packages directory, or the standard library)."""
-    roots = sorted({os.path.normpath(p) for p in sys.path if p and os.path.isabs(p)}, key=len, reverse=True)
+_STDLIB_DIR = re.compile(r"python\d+(\.\d+)?$")  # lib/python3.11: the standard library
+
+
+def _site_index(dirs):
+    """Index in dirs (a path's directory components) of the directory its
+    top-level package sits in: the first *-packages directory (site-packages,
+    dist-packages), else the first pythonX.Y directory (the standard library;
+    its lib-dynload too); None if neither."""
+    at = next((i for i, d in enumerate(dirs) if d.endswith("-packages")), None)
+    if at is None:
+        at = next((i for i, d in enumerate(dirs) if _STDLIB_DIR.match(d)), None)
+        if at is not None and dirs[at + 1:at + 2] == ["lib-dynload"]:
+            at += 1
+    return at
+
+
+def _top_level(path, prefix, packages):
+    """The line of `show` a file or code entry counts in. Under a site
+    directory (see _site_index): the first component after it, a module's
+    file named as the module (argparse for __pycache__/argparse.cpython-311.pyc,
+    _ctypes for _ctypes.cpython-311-x86_64-linux-gnu.so). Else, in an image of
+    `pack --prefix DIR`: the first component under DIR (a site directory
+    under DIR counts first: lib/python3.11/site-packages/numpy/... is numpy,
+    lib/libz.so is lib). Else: the directory its top-level module or package
+    sits in (an application's own directory, a PYTHONPATH entry; out of
+    __pycache__, and out of each regular package, one whose __init__.py the
+    image holds), as DIR/."""
+    rel = path[len(prefix):] if prefix and path.startswith(prefix) else None
+    parts = (path if rel is None else rel).split("/")
+    at = _site_index(parts[:-1])
+    if at is None and rel is None:
+        d = os.path.dirname(path)
+        if os.path.basename(d) == "__pycache__":
+            d = os.path.dirname(d)
+        while d + "/__init__.py" in packages and os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+        return d.rstrip("/") + "/"
+    parts = parts[at + 1:] if at is not None else parts
+    if parts[0] == "__pycache__" and len(parts) > 1:
+        parts = parts[1:]
+    if len(parts) == 1 and parts[0].endswith((".py", ".pyc", ".so", ".pyd")):
+        return parts[0].split(".")[0]
+    return parts[0]
+
+
+def _by_package(label, entries):
+    """{line: (entries, bytes)} over the image's file and code entries, with
+    the bytes the image holds for them (a stat-only entry holds none); see
+    _top_level for the lines. The prefix of a `pack --prefix` image is in its
+    label ("prefix DIR"), and the image lists it."""
+    prefix = label[len("prefix "):] if label.startswith("prefix ") else None
+    if prefix is not None and ("listing", prefix) not in {(e[0], e[2]) for e in entries}:
+        prefix = None  # a label cut short (1024 bytes): no prefix rule
+    prefix = prefix and prefix.rstrip("/") + "/"
+    packages = {e[2] for e in entries if e[0] in ("file", "code") and e[2].endswith("/__init__.py")}
     out = {}
     for kind, flags, path, data_len, size, mtime in entries:
-        if kind not in ("file", "code"):
-            continue
-        rel = None
-        for r in roots:
-            if path.startswith(r + "/"):
-                rel = path[len(r) + 1:]
-                break
-        if rel is None:
-            parts = path.split("/")
-            at = next((i for i in range(len(parts) - 1, -1, -1)
-                       if parts[i].endswith("-packages") or parts[i].startswith("python3")), None)
-            # outside any such root (an application's own directory): the directory
-            d = os.path.dirname(path)
-            d = os.path.dirname(d) if os.path.basename(d) == "__pycache__" else d
-            rel = "/".join(parts[at + 1:]) if at is not None else d + "/"
-        top = rel if rel.startswith("/") else rel.split("/")[0]
-        for suffix in (".py", ".pyc"):
-            if top.endswith(suffix):
-                top = top[:-len(suffix)]
-        top = top.split(".cpython-")[0]
-        n, b = out.get(top, (0, 0))
-        out[top] = (n + 1, b + data_len)
+        if kind in ("file", "code"):
+            top = _top_level(path, prefix, packages)
+            n, b = out.get(top, (0, 0))
+            out[top] = (n + 1, b + data_len)
     return out
 
 
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+
+
 def _show(args):
+    """show IMAGE: what the image is, its entries by kind, and one line per
+    top-level package (entries, bytes; biggest first) with their total.
+    --all: then every entry, in the image's order."""
     try:
         label, entries = _core.read_image(args.image)
     except _core.Error as e:
@@ -199,13 +253,15 @@ def _show(args):
     for kind in ("file", "code", "listing", "miss"):
         if kind in totals:
             print("  %-8s %6d  %10d bytes" % (kind, totals[kind][0], totals[kind][1]))
-    packages = _by_package(entries)
-    print("by top-level package (files and code; %d packages):" % len(packages))
-    for name, (n, b) in sorted(packages.items(), key=lambda kv: (-kv[1][1], kv[0]))[:None if args.all else 25]:
-        print("  %-32s %6d  %9.2f MiB" % (name, n, b / 1048576.0))
-    if not args.all and len(packages) > 25:
-        print("  ... %d more (--all lists every package and every entry)" % (len(packages) - 25))
+    packages = _by_package(label, entries)
+    print("by top-level package (%d; file and code entries, bytes held, biggest first):" % len(packages))
+    row = "  %-32s %6d %12d bytes %10s"
+    for name, (n, b) in sorted(packages.items(), key=lambda kv: (-kv[1][1], kv[0])):
+        print(row % (name, n, b, _size(b)))
+    n, b = sum(n for n, _ in packages.values()), sum(b for _, b in packages.values())
+    print(row % ("(total)", n, b, _size(b)))
     if args.all:
+        print("every entry (kind, bytes held, path):")
         for kind, flags, path, data_len, size, mtime in entries:
             note = " (stat only)" if flags & _core.FILE_STAT_ONLY else (
                 " (bytes not stored)" if flags & _core.FILE_DATA_OMITTED else "")
@@ -253,25 +309,62 @@ def _doctor_doc():
     return _doctor.__doc__
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error (an unknown command, a missing or bad argument): the
+    usage, the error, where to look next; exit status 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, "%s: error: %s\nTry `%s --help` for what it takes.\n" % (self.prog, message, self.prog))
+
+
+_PACK_HELP = """examples:
+  python3 -m mpiimport pack -o app.mpii -- app.py [args...]
+      runs app.py once, here, and writes what it imported to app.mpii
+  python3 -m mpiimport pack --prefix /opt/env -o env.mpii
+      packs every directory listing and file under /opt/env
+On a terminal, pack shows files, MiB read and MiB/s as it goes."""
+
+_SHOW_HELP = """Prints the image's label, its entries by kind, and one line per top-level
+package with its file and code entries and the bytes the image holds for
+them, biggest first, then their total. The line of an entry: under a site
+directory (*-packages, or pythonX.Y for the standard library) the first name
+after it (a module's file as the module); else, in a `pack --prefix DIR`
+image, the first name under DIR; else the directory its top-level module or
+package sits in (an application's own, a PYTHONPATH entry), as DIR/.
+--all then lists every entry."""
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python3 -m mpiimport", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    pk = sub.add_parser("pack", help="run a program once and write its imports to an image")
-    pk.add_argument("-o", "--output", required=True)
-    pk.add_argument("--prefix", help="pack every file under this directory instead of running a program")
-    pk.add_argument("program", nargs=argparse.REMAINDER)
-    sh = sub.add_parser("show", help="list an image's entries")
-    sh.add_argument("image")
-    sh.add_argument("--all", action="store_true")
-    st = sub.add_parser("stage", help="stage an image on this node for later job steps (one task per node)")
-    st.add_argument("image")
-    us = sub.add_parser("unstage", help="remove this node's stage of an image")
-    us.add_argument("image")
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="python3 -m mpiimport", description=__doc__, formatter_class=raw)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands (python3 -m mpiimport COMMAND --help for each)")
+    pk = sub.add_parser("pack", help="run a program once and write its imports to an image",
+                        description="Write a packed image: of what a program imports, or of a whole directory.",
+                        epilog=_PACK_HELP, formatter_class=raw)
+    pk.add_argument("-o", "--output", required=True, metavar="IMAGE", help="the image file to write")
+    pk.add_argument("--prefix", metavar="DIR", help="pack every file under DIR instead of running a program")
+    pk.add_argument("program", nargs=argparse.REMAINDER, metavar="[--] PROGRAM [ARGS...]",
+                    help="the Python script to run, and its arguments")
+    sh = sub.add_parser("show", help="summarise an image by top-level package (--all: every entry)",
+                        description="Summarise a packed image or a recorded list.", epilog=_SHOW_HELP,
+                        formatter_class=raw)
+    sh.add_argument("image", help="a packed image (.mpii) or a recorded list (.mpiilist)")
+    sh.add_argument("--all", action="store_true", help="also list every entry")
+    st = sub.add_parser("stage", help="stage an image on this node for later job steps (one task per node)",
+                        description="Stage a packed image on this node (MPIIMPORT_STAGE_DIR, /dev/shm by "
+                        "default) for the later job steps of the allocation; run one task per node.")
+    st.add_argument("image", help="the packed image (python3 -m mpiimport pack)")
+    us = sub.add_parser("unstage", help="remove this node's stage of an image",
+                        description="Remove this node's stage of a packed image.")
+    us.add_argument("image", help="the packed image that was staged")
     dr = sub.add_parser("doctor", help="will mpiimport work here, and how? (under mpirun: a self-test)",
-                        description=_doctor_doc())
+                        description=_doctor_doc(), formatter_class=raw)
     dr.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra:  # named by the command they were given to
+        sub.choices[args.command].error("unrecognized arguments: %s" % " ".join(extra))
     if args.command == "doctor":
         from . import _doctor
         return _doctor.run(args.json)
@@ -282,8 +375,23 @@ def main(argv=None):
     if args.command == "pack":
         if args.program and args.program[0] == "--":
             args.program = args.program[1:]
+        if args.prefix and args.program:
+            pk.error("give either --prefix DIR or a program, not both")
+        if not args.prefix and not args.program:
+            pk.error("name the program to run (pack -o IMAGE -- app.py [args]) "
+                     "or a directory (pack --prefix DIR -o IMAGE)")
+        if args.prefix and not os.path.isdir(args.prefix):
+            pk.error("--prefix %s: not a directory" % args.prefix)
+        if args.program and not os.path.isfile(args.program[0]):
+            pk.error("%s: no such file (the program is a Python script)" % args.program[0])
         return _pack(args)
-    return _show(args)
+    if not os.path.exists(args.image):
+        sh.error("%s: no such file" % args.image)
+    try:
+        return _show(args)
+    except BrokenPipeError:  # show IMAGE | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 if os.environ.get("APP_INSTALL") == "1":
     import mpiimport
     assert mpiimport.install()

@@ -8,7 +8,7 @@ import os
 import sys
 
 case, tree, outdir = sys.argv[1:4]
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 
 import mpiimport  # noqa: E402
 

@@ -10,7 +10,7 @@ import sys
 import mpiimport
 
 outdir, victim = sys.argv[1], int(sys.argv[2])
-rank = int(os.environ["OMPI_COMM_WORLD_RANK"])
+rank = int(os.environ.get("PMIX_RANK") or os.environ["OMPI_COMM_WORLD_RANK"])
 assert mpiimport.install()
 if rank == victim:
     os.kill(os.getpid(), signal.SIGKILL)

@@ -7,7 +7,7 @@ import os
 import sys
 
 mode, outdir, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 before = set(sys.modules)
 installed = False
 if mode == "mpiimport":

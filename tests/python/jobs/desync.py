@@ -8,7 +8,7 @@ import sys
 import mpiimport
 
 outdir = sys.argv[1]
-rank = int(os.environ["OMPI_COMM_WORLD_RANK"])
+rank = int(os.environ.get("PMIX_RANK") or os.environ["OMPI_COMM_WORLD_RANK"])
 assert mpiimport.install()
 if rank == 1:
     import wave                      # only rank 1

@@ -11,7 +11,7 @@ import os
 import sys
 
 case, outdir = sys.argv[1], sys.argv[2]
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 import mpiimport  # noqa: E402
 
 result = {"installed": mpiimport.install()}

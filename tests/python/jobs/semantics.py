@@ -12,7 +12,7 @@ import os
 import sys
 
 tree, outdir, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 sys.path[:0] = [os.path.join(tree, "a"), os.path.join(tree, "b"), os.path.join(tree, "mods.zip")]
 if mode == "mpiimport":
     import mpiimport

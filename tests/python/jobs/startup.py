@@ -5,7 +5,7 @@ import os
 import site
 import sys
 
-rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+rank = int(os.environ.get("PMIX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 with open(os.path.join(sys.argv[1], "rank%d.json" % rank), "w") as f:
     json.dump({"path": sys.path, "modules": sorted(sys.modules),
                "enable_user_site": site.ENABLE_USER_SITE, "user_site": site.USER_SITE,
