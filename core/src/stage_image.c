@@ -391,5 +391,25 @@ mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *
     }
     if (mpii_image_lookup(index, MPII_ENTRY_LISTING, path) != NULL)
         return MPII_ANSWER_DIR;
+    /* a miss of the path itself (not the not-a-directory kind, which says
+     * the path exists as something else) */
+    const mpii_entry *miss = mpii_image_lookup(index, MPII_ENTRY_MISS, path);
+    if (miss != NULL && !(miss->flags & MPII_MISS_NOT_DIR))
+        return MPII_ANSWER_ABSENT;
     return known_absent(index, path) ? MPII_ANSWER_ABSENT : MPII_ANSWER_UNKNOWN;
+}
+
+int mpii_stage_image_program(const mpii_image *index, const char *root, const char *path,
+                             char *staged, size_t cap)
+{
+    if (path == NULL || path[0] != '/' ||
+        mpii_stage_image_resolve(index, root, path, staged, cap) != MPII_ANSWER_STAGED)
+        return 0;
+    int fd = open(staged, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    unsigned char head[4];
+    ssize_t n = read(fd, head, sizeof head);
+    int rc = close(fd);
+    return rc == 0 && n == 4 && memcmp(head, "\177ELF", 4) == 0;
 }

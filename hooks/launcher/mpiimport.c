@@ -248,7 +248,11 @@ static int cmd_run(const char *image, int stage_here, char **argv)
                 st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
         }
     }
+    char program[8192];
+    int staged_program = 0;
     if (st == MPII_OK) {
+        /* an interpreter on the shared file system runs from its staged copy */
+        staged_program = mpii_stage_image_program(index, root, argv[0], program, sizeof program);
         mpii_image_destroy(index); /* checked; the audit library reads it in each process */
         snprintf(pid, sizeof pid, "%ld", (long)getpid());
         if (lib_path(AUDIT_LIB, audit, sizeof audit) != 0 ||
@@ -262,6 +266,8 @@ static int cmd_run(const char *image, int stage_here, char **argv)
                 setenv("MPIIMPORT_AUDIT_ROOT", root, 1) == 0 && setenv("MPIIMPORT_IMAGE", image, 1) == 0 &&
                 setenv("MPIIMPORT_STAGED", "1", 1) == 0 &&
                 (!temporary || setenv("MPIIMPORT_RUN_PID", pid, 1) == 0)) {
+                if (staged_program)
+                    execv(program, argv); /* argv[0] stays the original path */
                 execvp(argv[0], argv);
                 fprintf(stderr, "mpiimport run: cannot run %s: %s\n", argv[0], strerror(errno));
                 return 127;

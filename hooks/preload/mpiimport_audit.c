@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "mpiimport/image.h"
+#include "mpiimport/path_log.h"
 #include "mpiimport/stage.h"
 #include "mpiimport/util.h"
 
@@ -36,6 +37,7 @@ static struct audit_state {
     char root[4096];
     unsigned long staged, skipped, passed;
     int verbose;
+    mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: candidates that passed through */
     /* returned names stay valid for the life of the process */
     char *names;
     size_t names_len, names_cap;
@@ -46,6 +48,8 @@ static void load_index(struct audit_state *a)
     const char *root = getenv("MPIIMPORT_AUDIT_ROOT");
     const char *v = getenv("MPIIMPORT_AUDIT_VERBOSE");
     a->verbose = v != NULL && v[0] == '1';
+    mpii_status lst = mpii_path_log_open(&a->log, getenv("MPIIMPORT_RECORD_PATHS"), "audit");
+    (void)lst; /* not recording is the answer to any failure here */
     if (root == NULL || root[0] != '/')
         return;
     size_t n = strnlen(root, sizeof a->root);
@@ -93,8 +97,12 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
 {
     (void)cookie;
     struct audit_state *a = &g_audit;
-    if (a->index == NULL || name == NULL || name[0] != '/')
+    if (name == NULL || name[0] != '/')
         return (char *)name; /* a bare DT_NEEDED name: ld.so builds the candidates */
+    if (a->index == NULL) {
+        mpii_path_log_add(&a->log, name); /* (ld.so searches one thread at a time) */
+        return (char *)name;
+    }
     char path[4096 + 4096];
     mpii_stage_answer ans = mpii_stage_image_resolve(a->index, a->root, name, path, sizeof path);
     if (ans == MPII_ANSWER_STAGED) {
@@ -111,6 +119,7 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
         return NULL; /* no such file, or a directory: nothing to load there */
     }
     a->passed++;
+    mpii_path_log_add(&a->log, name);
     if (a->verbose)
         fprintf(stderr, "mpiimport audit: %s passes through (flag %u)\n", name, flag);
     return (char *)name;

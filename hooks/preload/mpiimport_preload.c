@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "mpiimport/image.h"
+#include "mpiimport/path_log.h"
 #include "mpiimport/stage.h"
 
 #define PATH_CAP 8192
@@ -49,11 +50,17 @@ static struct preload_state {
     mpii_image *index;
     char root[4096];
     int loading;
+    mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: what passed through */
+    char log_busy;     /* a spin lock around log (threads) */
 } g_preload;
 
 __attribute__((constructor)) static void preload_init(void)
 {
     struct preload_state *s = &g_preload;
+    s->loading = 1;
+    mpii_status lst = mpii_path_log_open(&s->log, getenv("MPIIMPORT_RECORD_PATHS"), "preload");
+    (void)lst; /* not recording is the answer to any failure here */
+    s->loading = 0;
     const char *root = getenv("MPIIMPORT_AUDIT_ROOT");
     if (root == NULL || root[0] != '/' || strlen(root) >= sizeof s->root)
         return;
@@ -90,18 +97,31 @@ __attribute__((destructor)) static void preload_fini(void)
     }
 }
 
-/* The answer for path (absolute only); staged receives the stage's path. */
+/* The answer for path (absolute only); staged receives the stage's path.
+ * What the image cannot answer passes through, and is logged for the next
+ * pack when MPIIMPORT_RECORD_PATHS asks for it. */
 static mpii_stage_answer answer(const char *path, char *staged)
 {
-    const struct preload_state *s = &g_preload;
-    if (s->index == NULL || s->loading || path == NULL || path[0] != '/')
+    struct preload_state *s = &g_preload;
+    if (s->loading || path == NULL || path[0] != '/')
         return MPII_ANSWER_UNKNOWN;
-    return mpii_stage_image_resolve(s->index, s->root, path, staged, PATH_CAP);
+    mpii_stage_answer a = s->index != NULL ? mpii_stage_image_resolve(s->index, s->root, path, staged, PATH_CAP)
+                                           : MPII_ANSWER_UNKNOWN;
+    if (a == MPII_ANSWER_UNKNOWN && s->log.fd >= 0) {
+        while (__atomic_test_and_set(&s->log_busy, __ATOMIC_ACQUIRE))
+            ;
+        s->loading = 1; /* (the log writes; nothing it calls comes back here) */
+        mpii_path_log_add(&s->log, path);
+        s->loading = 0;
+        __atomic_clear(&s->log_busy, __ATOMIC_RELEASE);
+    }
+    return a;
 }
 
 /* (not "path != NULL" where path is declared nonnull: a program may still
  * pass NULL, and libc then answers EFAULT) */
 static int is_absolute(const char *path) { return path != NULL && path[0] == '/'; }
+static int has_slash(const char *path) { return path != NULL && strchr(path, '/') != NULL; }
 
 static int reads_only(int flags) { return (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) == 0; }
 
@@ -338,6 +358,50 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
         return -1;
     }
     return real_readlink(path, buf, cap);
+}
+
+/* ---- exec: a program under the image (an interpreter on the shared file
+ * system) is executed from its staged copy, argv unchanged (argv[0] keeps
+ * the original path, so Python's sys.executable and prefix stay the
+ * original ones; /proc/self/exe shows the copy). Only ELF executables: a
+ * script's interpreter would be given the staged path of the script. ---- */
+
+static int staged_elf(const char *path, char *staged)
+{
+    const struct preload_state *s = &g_preload;
+    return s->index != NULL && !s->loading &&
+           mpii_stage_image_program(s->index, s->root, path, staged, PATH_CAP);
+}
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+    REAL(int (*)(const char *, char *const[], char *const[]), execve);
+    char staged[PATH_CAP];
+    return real_execve(staged_elf(path, staged) ? staged : path, argv, envp);
+}
+
+int execv(const char *path, char *const argv[])
+{
+    extern char **environ;
+    return execve(path, argv, environ);
+}
+
+/* A command name without '/' is searched along PATH by libc, which then
+ * calls its own execve: that search passes through. */
+int execvp(const char *file, char *const argv[])
+{
+    REAL(int (*)(const char *, char *const[]), execvp);
+    if (has_slash(file))
+        return execv(file, argv);
+    return real_execvp(file, argv);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    REAL(int (*)(const char *, char *const[], char *const[]), execvpe);
+    if (has_slash(file))
+        return execve(file, argv, envp);
+    return real_execvpe(file, argv, envp);
 }
 
 /* The staged directory of path, when it lists exactly what the image's

@@ -7,6 +7,7 @@ the shared directory (strace, whole process), each library is mapped once,
 and a node without the stage runs the program plainly and says so."""
 import os
 import subprocess
+import sys
 import sysconfig
 
 import pytest
@@ -289,3 +290,67 @@ def test_run_stage_of_a_damaged_image_runs_plainly_and_leaves_nothing(workload):
     missing = tmp_path / "missing.mpii"
     q = launch(2, [LAUNCHER, "run", "--stage", "--image", str(missing), "--", "true"], env)
     assert q.returncode == 0 and "rank 0 cannot read the image" in q.stderr, q.stderr
+
+
+# ---- the whole process: pack records it, run serves it ----
+
+APP3 = r"""
+import ctypes, os, sys
+import extmod
+aux = ctypes.CDLL("libaux.so")          # found through LD_LIBRARY_PATH
+here = os.path.dirname(os.path.abspath(__file__))
+data = open(os.path.normpath(os.path.join(here, "..", "data", "input.txt"))).read().strip()
+print("app3", extmod.value(), aux.aux_value(), data, sys.executable, flush=True)
+"""
+
+
+def test_pack_records_the_whole_process_and_run_serves_it(workload):
+    """The interpreter executed from the shared directory, a library found
+    through LD_LIBRARY_PATH and dlopen()ed, a data file read with open(), an
+    extension module and its RUNPATH libraries: `pack -- app.py` records all
+    of it (its preload and audit libraries), and under `mpiimport run` no
+    rank makes any call into the shared directory (strace, whole process),
+    the interpreter included: it is executed from its staged copy with the
+    original argv[0], so sys.executable is the original path."""
+    tmp_path, shared, image, env = workload
+    (shared / "bin").mkdir()
+    (shared / "ldlib").mkdir()
+    (shared / "data").mkdir()
+    python = shared / "bin" / "python3"
+    python.write_bytes(open(os.path.realpath(PYTHON), "rb").read())
+    python.chmod(0o755)
+    (tmp_path / "aux.c").write_text("int aux_value(void) { return 7; }\n")
+    cc("-shared", "-fPIC", str(tmp_path / "aux.c"), "-o", str(shared / "ldlib" / "libaux.so"))
+    (shared / "data" / "input.txt").write_text("input bytes\n")
+    (shared / "site" / "app3.py").write_text(APP3)
+    run_env = dict(env, PYTHONHOME="/usr", LD_LIBRARY_PATH=str(shared / "ldlib"))
+    img = tmp_path / "whole.mpii"
+    p = subprocess.run([str(python), "-m", "mpiimport", "pack", "-o", str(img), "--",
+                        str(shared / "site" / "app3.py")], env=job_env(run_env), capture_output=True,
+                       text=True, timeout=120)
+    want = "app3 42 7 input bytes %s" % python
+    assert p.returncode == 0 and want in p.stdout, p.stdout + p.stderr
+    assert "of which the whole process" in p.stderr, p.stderr
+    s = subprocess.run([LAUNCHER, "stage", str(img)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    trace = tmp_path / "whole-trace"
+    trace.mkdir()
+    q = launch(2, ["strace", "-f", "-qq", "-e", "trace=%file,%process", "-o", str(trace / "t"), LAUNCHER, "run",
+                   "--image", str(img), "--", str(python), str(shared / "site" / "app3.py")], run_env)
+    assert q.returncode == 0 and q.stdout.count(want) == 2, q.stdout + q.stderr
+    lines = [l for f in os.listdir(trace) for l in open(trace / f).read().splitlines()]
+    inside = '"' + str(shared) + "/"
+    calls = [l for l in lines if inside in l.split(", [")[0]]   # the path argument, not argv
+    # nothing is opened, listed, stat()ed or executed there by the program: what
+    # is left is ld.so's stat() of each search directory it found nothing in
+    # (LD_LIBRARY_PATH's and the RUNPATH's glibc-hwcaps/ and legacy subdirectories,
+    # once per process; ld.so makes it itself, no audit or preload sees it) and
+    # readlink() of staged files (the image does not say which paths are links)
+    ldso_stats = [l for l in calls if "newfstatat(" in l and ("/ldlib" in l or "/lib" in l)
+                  and ".so" not in l.split('"')[1]]
+    links = [l for l in calls if "readlink(" in l]
+    rest = [l for l in calls if l not in ldso_stats and l not in links]
+    assert rest == [], rest[:20]
+    assert len(ldso_stats) <= 2 * 2 * 12 and len(links) <= 2 * 4, (ldso_stats, links)
+    execs = [l for l in lines if "execve(" in l and str(shared / "bin") in l]
+    assert execs and all("/shm/" in l.split("execve(")[1].split(",")[0] for l in execs), execs

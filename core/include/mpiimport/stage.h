@@ -114,6 +114,11 @@ typedef enum mpii_stage_answer {
 } mpii_stage_answer;
 mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
                                            const char *path, char *staged, size_t cap);
+/* 1 when path is a program the stage holds as an ELF executable (staged
+ * receives its copy, to execute with argv unchanged); 0 otherwise (a script
+ * would be handed to its interpreter under the staged path). */
+int mpii_stage_image_program(const mpii_image *index, const char *root, const char *path,
+                             char *staged, size_t cap);
 
 #ifdef __cplusplus
 }

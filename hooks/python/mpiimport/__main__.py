@@ -4,7 +4,10 @@ or show what an image holds.
     python3 -m mpiimport pack -o app.mpii [--] app.py [args...]
         Runs app.py once, in this one process, with mpiimport installed, and
         writes every file, listing, miss and compiled code object it served to
-        app.mpii. Then: MPIIMPORT_IMAGE=app.mpii mpirun ... python3 app.py
+        app.mpii, and every other path under the shared prefixes the process
+        opened, probed or loaded from its start on (the interpreter itself, its
+        start-up, the dynamic loader's searches, data files): pack runs itself
+        again under `mpiimport run`'s preload and audit libraries, recording. Then: MPIIMPORT_IMAGE=app.mpii mpirun ... python3 app.py
         (rank 0 reads that one file, checks it against the originals unless
         MPIIMPORT_TRUST_IMAGE=1, and broadcasts it once).
     python3 -m mpiimport pack --prefix DIR -o env.mpii
@@ -139,9 +142,86 @@ def _pack_prefix(args):
     return 0
 
 
+_RECORD_PATHS = "MPIIMPORT_RECORD_PATHS"    # read by the preload and audit libraries
+_RECORD_DIR = "MPIIMPORT_PACK_RECORD_DIR"   # this pack's own: where they write
+
+
+def _run_libs():
+    """libmpiimport_preload.so and libmpiimport_audit.so: in lib/ of the tree
+    the package lives in (the build tree: BUILD/python/mpiimport and
+    BUILD/lib; an install: PREFIX/lib/pythonX.Y/.../mpiimport and
+    PREFIX/lib), or None."""
+    d = os.path.dirname(os.path.abspath(_core.__file__))
+    for _ in range(5):
+        d = os.path.dirname(d)
+        libs = [os.path.join(d, "lib", "libmpiimport_%s.so" % n) for n in ("preload", "audit")]
+        if all(os.path.isfile(p) for p in libs):
+            return libs
+    return None
+
+
+def _record_whole_process():
+    """Runs this pack again, from the interpreter's start on, with the
+    preload and audit libraries recording every path the process looks at
+    (returns only when that cannot be done: imports alone are packed)."""
+    if os.environ.get(_RECORD_DIR):
+        return
+    libs = _run_libs()
+    if libs is None or not getattr(sys, "orig_argv", None):
+        sys.stderr.write("mpiimport pack: the preload and audit libraries are not beside this "
+                         "package: packing the imports only\n")
+        return
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mpiimport-pack-")
+    env = dict(os.environ)
+    for var, lib in (("LD_PRELOAD", libs[0]), ("LD_AUDIT", libs[1])):
+        env[var] = lib + (":" + env[var] if env.get(var) else "")
+    env[_RECORD_PATHS] = os.path.join(d, "paths")
+    env[_RECORD_DIR] = d
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
+
+
+def _add_recorded(ctx, prefixes):
+    """What the recording run logged, under the shared prefixes, into ctx:
+    files (bytes), directories (listings), and what is absent (its
+    directory's listing answers). Returns how many paths were added."""
+    d = os.environ.pop(_RECORD_DIR, None)
+    os.environ.pop(_RECORD_PATHS, None)
+    if not d:
+        return 0
+    paths = {sys.executable, os.path.realpath(sys.executable)}  # exec'd before the recording
+    try:
+        for name in os.listdir(d):
+            with open(os.path.join(d, name), errors="surrogateescape") as f:
+                paths.update(line.rstrip("\n") for line in f)
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+    # and each one's directory, listed: its listing answers every other name
+    # there (the dynamic loader's probes of glibc-hwcaps/, tls/, ...)
+    paths.update([os.path.dirname(p) for p in paths if p.startswith("/")])
+    added = 0
+    for p in sorted(paths):
+        if not p.startswith("/") or not _hook._is_under(p, prefixes) or os.path.normpath(p) != p:
+            continue  # ("a/../b" may cross a symlink: the stage answers only plain paths)
+        try:
+            state = ctx.dir_state(p)
+            if state == "dir":
+                ctx.listdir(p)
+            elif state == "notdir" and ctx.file(p) is None:
+                continue
+        except _core.Error:
+            continue  # not a regular file (a FIFO, a socket): never served
+        added += 1
+    return added
+
+
 def _pack(args):
     if args.prefix:
         return _pack_prefix(args)
+    _record_whole_process()
     script = os.path.abspath(args.program[0])
     sys.argv[:] = [script] + args.program[1:]
     sys.path[0] = os.path.dirname(script)
@@ -155,6 +235,7 @@ def _pack(args):
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    recorded = _add_recorded(session.ctx, session.prefixes)
     try:
         session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
     except _core.Error as e:
@@ -162,6 +243,9 @@ def _pack(args):
     files, nbytes = _read_counts(session.ctx)
     sys.stderr.write("mpiimport pack: %s: %d files read (%.1f MiB) for %s\n"
                      % (args.output, files, nbytes / 1048576.0, script))
+    if recorded:
+        sys.stderr.write("mpiimport pack: of which the whole process (start-up, dynamic loader, "
+                         "open()): %d paths under %s\n" % (recorded, ":".join(session.prefixes)))
     return status
 
 
