@@ -18,7 +18,13 @@ set -euo pipefail
 DIR=${MPIIMPORT_SLURM_DIR:-/tmp/mpiimport-slurm}
 CONF=$DIR/slurm.conf
 
-die() { echo "slurm.sh: $*" >&2; exit 1; }
+die() {
+    echo "slurm.sh: $*" >&2
+    for f in "$DIR"/log/*.log; do
+        [ -s "$f" ] && { echo "--- $f (last lines)" >&2; tail -15 "$f" >&2; }
+    done
+    exit 1
+}
 
 stop() {
     for d in slurmd slurmctld; do

@@ -12,7 +12,8 @@ unset PYTHONDONTWRITEBYTECODE
 # A one-node Slurm (munge, slurmctld, slurmd on localhost) for the srun job
 # steps (python_srun.*: the multi-rank tests under srun --mpi=pmix, every
 # transport); stopped when this script ends. Its absence is a failure here.
-eval "$(./scripts/slurm.sh start)"
+slurm_env=$(./scripts/slurm.sh start) || { echo "test.sh: no Slurm (above); the srun tests need it" >&2; exit 1; }
+eval "$slurm_env"
 trap './scripts/slurm.sh stop' EXIT
 export MPIIMPORT_TEST_REQUIRE_SLURM=1
 (cd build && ctest --output-on-failure --timeout 900 "$@")

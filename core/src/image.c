@@ -171,7 +171,8 @@ static mpii_status index_listing(struct slot *s)
     for (size_t i = 0; i < n; i++) {
         uint8_t type = d[off];
         size_t nl = mpii_get_u16(d + off + 1);
-        if (type < MPII_DIRENT_FILE || type > MPII_DIRENT_OTHER || memchr(d + off + 3, '\0', nl) != NULL ||
+        uint8_t base = (uint8_t)(type & ~MPII_DIRENT_LINK);
+        if (base < MPII_DIRENT_FILE || base > MPII_DIRENT_OTHER || memchr(d + off + 3, '\0', nl) != NULL ||
             memchr(d + off + 3, '/', nl) != NULL) {
             free(names);
             return MPII_ERR_CORRUPT;
@@ -299,7 +300,8 @@ mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const ch
     size_t total = 0;
     for (size_t i = 0; i < count; i++) {
         size_t nl = names[i] ? strlen(names[i]) : 0;
-        if (nl == 0 || nl > UINT16_MAX || types[i] < MPII_DIRENT_FILE || types[i] > MPII_DIRENT_OTHER) {
+        int base = (int)types[i] & ~MPII_DIRENT_LINK;
+        if (nl == 0 || nl > UINT16_MAX || base < MPII_DIRENT_FILE || base > MPII_DIRENT_OTHER) {
             free(refs);
             return MPII_ERR_INVALID;
         }
@@ -365,7 +367,8 @@ size_t mpii_listing_count(const mpii_entry *listing)
     return ((const struct slot *)(const void *)listing)->name_count;
 }
 
-int mpii_listing_find(const mpii_entry *listing, const char *name)
+/* The stored type byte of name (with MPII_DIRENT_LINK), or 0. */
+static int listing_type(const mpii_entry *listing, const char *name)
 {
     if (listing == NULL || name == NULL || listing->kind != MPII_ENTRY_LISTING)
         return 0;
@@ -385,6 +388,17 @@ int mpii_listing_find(const mpii_entry *listing, const char *name)
     return 0;
 }
 
+int mpii_listing_find(const mpii_entry *listing, const char *name)
+{
+    return listing_type(listing, name) & ~MPII_DIRENT_LINK;
+}
+
+int mpii_listing_is_link(const mpii_entry *listing, const char *name)
+{
+    int t = listing_type(listing, name);
+    return t == 0 ? -1 : (t & MPII_DIRENT_LINK) != 0;
+}
+
 mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char **name,
                             size_t *len, mpii_dirent_type *type)
 {
@@ -395,7 +409,7 @@ mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char 
     if (index >= s->name_count)
         return MPII_ERR_INVALID;
     const uint8_t *r = s->e.data + s->names[index];
-    *type = (mpii_dirent_type)r[0];
+    *type = (mpii_dirent_type)(r[0] & ~MPII_DIRENT_LINK);
     *len = mpii_get_u16(r + 1);
     *name = (const char *)r + 3;
     return MPII_OK;

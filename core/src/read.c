@@ -36,7 +36,10 @@ static mpii_dirent_type classify(int dirfd, const struct dirent *d, mpii_stats *
         stats->fs_calls++;
         if (fstatat(dirfd, d->d_name, &st, 0) != 0)
             return MPII_DIRENT_OTHER;
-        return S_ISREG(st.st_mode) ? MPII_DIRENT_FILE : S_ISDIR(st.st_mode) ? MPII_DIRENT_DIR : MPII_DIRENT_OTHER;
+        int t = S_ISREG(st.st_mode) ? MPII_DIRENT_FILE : S_ISDIR(st.st_mode) ? MPII_DIRENT_DIR : MPII_DIRENT_OTHER;
+        /* a link to a file or a directory is that, and remembered as a link
+         * (`mpiimport run` answers lstat() and readlink() from it) */
+        return (mpii_dirent_type)(d->d_type == DT_LNK ? t | MPII_DIRENT_LINK : t);
     }
     default: return MPII_DIRENT_OTHER;
     }

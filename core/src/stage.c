@@ -478,6 +478,53 @@ const char *mpii_stage_root(const mpii_stage *stage)
     return stage != NULL ? stage->root : NULL;
 }
 
+/* Opens (making them) the directories of original below the root, one at a
+ * time, and its last component too when whole; *dirfd receives the deepest
+ * (the root's own descriptor when there is none: not to be closed), *last
+ * the component after it. */
+static mpii_status walk_dirs(mpii_stage *stage, const char *original, int whole, int *dirfd,
+                             const char **last)
+{
+    int fd = stage->root_fd;
+    const char *p = original + 1;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        if (slash == NULL && (!whole || *p == '\0'))
+            break;
+        size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+        char comp[NAME_BUF];
+        mpii_status s = make_name(comp, p, n, "");
+        int next = -1;
+        if (s == MPII_OK)
+            s = open_subdir(fd, comp, &next);
+        if (fd != stage->root_fd)
+            close_keep_errno(fd);
+        if (s != MPII_OK)
+            return s;
+        fd = next;
+        p = slash != NULL ? slash + 1 : p + n;
+    }
+    *dirfd = fd;
+    *last = p;
+    return MPII_OK;
+}
+
+mpii_status mpii_stage_dir(mpii_stage *stage, const char *original)
+{
+    if (stage == NULL)
+        return MPII_ERR_INVALID;
+    mpii_status s = check_original(original);
+    if (s != MPII_OK)
+        return s;
+    int dirfd = stage->root_fd;
+    const char *last = NULL;
+    if ((s = walk_dirs(stage, original, 1, &dirfd, &last)) != MPII_OK)
+        return s;
+    if (dirfd != stage->root_fd)
+        close_keep_errno(dirfd);
+    return MPII_OK;
+}
+
 mpii_status mpii_stage_file(mpii_stage *stage, const char *original, const void *data, size_t len,
                             double timeout_s, char *staged, size_t staged_cap)
 {
@@ -502,26 +549,11 @@ mpii_status mpii_stage_file(mpii_stage *stage, const char *original, const void 
         return MPII_ERR_TOOLONG;
     }
 
-    /* Walk the directories of original below the root, one at a time. */
     int dirfd = stage->root_fd;
-    const char *p = original + 1;
-    for (;;) {
-        const char *slash = strchr(p, '/');
-        if (slash == NULL)
-            break;
-        char comp[NAME_BUF];
-        s = make_name(comp, p, (size_t)(slash - p), "");
-        int next = -1;
-        if (s == MPII_OK)
-            s = open_subdir(dirfd, comp, &next);
-        if (dirfd != stage->root_fd)
-            close_keep_errno(dirfd);
-        if (s != MPII_OK) {
-            staged[0] = '\0';
-            return s;
-        }
-        dirfd = next;
-        p = slash + 1;
+    const char *p = NULL;
+    if ((s = walk_dirs(stage, original, 0, &dirfd, &p)) != MPII_OK) {
+        staged[0] = '\0';
+        return s;
     }
     s = stage_in_dir(dirfd, p, strlen(p), data, len, timeout_s);
     if (dirfd != stage->root_fd)

@@ -184,6 +184,32 @@ static mpii_status remove_root(const char *root)
     return st;
 }
 
+/* A listed directory and the directories it lists, made in the stage (so
+ * that every directory the image knows exists there: `mpiimport run`'s
+ * libraries answer stat() of it, and the dynamic loader's search of it,
+ * from node-local memory). */
+static mpii_status stage_listed_dirs(mpii_stage *stage, const mpii_entry *listing)
+{
+    mpii_status st = mpii_stage_dir(stage, listing->path);
+    char sub[ROOT_MAX + 256];
+    for (size_t i = 0; st == MPII_OK && i < mpii_listing_count(listing); i++) {
+        const char *name = NULL;
+        size_t len = 0;
+        mpii_dirent_type type = MPII_DIRENT_OTHER;
+        if ((st = mpii_listing_at(listing, i, &name, &len, &type)) != MPII_OK)
+            break;
+        if (type != MPII_DIRENT_DIR)
+            continue;
+        int n = snprintf(sub, sizeof sub, "%s/%.*s", listing->path, (int)len, name);
+        if (n < 0 || (size_t)n >= sizeof sub)
+            continue; /* too long to stage: it stays unknown */
+        mpii_status dst = mpii_stage_dir(stage, sub);
+        if (dst == MPII_ERR_NOSPACE)
+            st = dst;
+    }
+    return st;
+}
+
 /* Writes the stage under tmp: files, index, then the seal. */
 static mpii_status write_stage(const char *tmp, const char *abs, const mpii_image *img,
                                uint64_t checksum, uint64_t size, double timeout_s,
@@ -220,7 +246,10 @@ static mpii_status write_stage(const char *tmp, const char *abs, const mpii_imag
             e.data = NULL;
             e.data_len = 0;
         }
-        st = mpii_image_add(index, &e);
+        if (e.kind == MPII_ENTRY_LISTING && strcmp(e.path, "/") != 0)
+            st = stage_listed_dirs(stage, mpii_image_entry_at(img, i)); /* (the image's own entry) */
+        if (st == MPII_OK)
+            st = mpii_image_add(index, &e);
     }
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -412,4 +441,18 @@ int mpii_stage_image_program(const mpii_image *index, const char *root, const ch
     ssize_t n = read(fd, head, sizeof head);
     int rc = close(fd);
     return rc == 0 && n == 4 && memcmp(head, "\177ELF", 4) == 0;
+}
+
+int mpii_stage_image_is_link(const mpii_image *index, const char *path)
+{
+    if (index == NULL || path == NULL || path[0] != '/')
+        return -1;
+    const char *slash = strrchr(path, '/');
+    char dir[ROOT_MAX];
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (slash[1] == '\0' || n >= sizeof dir)
+        return -1;
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return mpii_listing_is_link(mpii_image_lookup(index, MPII_ENTRY_LISTING, dir), slash + 1);
 }

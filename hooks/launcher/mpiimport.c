@@ -224,6 +224,50 @@ static int is_temporary(const char *root)
     return n > 0 && (size_t)n < sizeof live && lstat(live, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* LD_LIBRARY_PATH's directories that the stage holds, pointed at their
+ * staged copies: the dynamic loader then stat()s their glibc-hwcaps/, tls/
+ * and platform subdirectories in node-local memory, not on the shared file
+ * system (those stat()s cannot be audited). The audit library answers each
+ * candidate there as its original (what the image lacks is looked for in
+ * the original directory), and the preload library gives the program back
+ * the original value (MPIIMPORT_LD_LIBRARY_PATH). */
+static void stage_library_path(const mpii_image *index, const char *root)
+{
+    const char *llp = getenv("LD_LIBRARY_PATH");
+    if (llp == NULL || llp[0] == '\0' || strlen(llp) >= 8192)
+        return;
+    char out[16384], dir[8192], staged[8192];
+    size_t o = 0;
+    int changed = 0;
+    for (const char *p = llp;;) {
+        const char *end = strchr(p, ':');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        memcpy(dir, p, n);
+        dir[n] = '\0';
+        const char *use = dir;
+        struct stat sb;
+        if (dir[0] == '/' &&
+            mpii_stage_image_resolve(index, root, dir, staged, sizeof staged) == MPII_ANSWER_DIR &&
+            snprintf(staged, sizeof staged, "%s%s", root, dir) < (int)sizeof staged &&
+            stat(staged, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            use = staged;
+            changed = 1;
+        }
+        int w = snprintf(out + o, sizeof out - o, "%s%s", o > 0 ? ":" : "", use);
+        if (w < 0 || (size_t)w >= sizeof out - o)
+            return; /* too long: leave it as it is */
+        o += (size_t)w;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    if (changed && setenv("MPIIMPORT_LD_LIBRARY_PATH", llp, 1) == 0 &&
+        setenv("LD_LIBRARY_PATH", out, 1) != 0) {
+        int rc = unsetenv("MPIIMPORT_LD_LIBRARY_PATH");
+        (void)rc;
+    }
+}
+
 static int cmd_run(const char *image, int stage_here, char **argv)
 {
     mpii_config cfg;
@@ -253,6 +297,7 @@ static int cmd_run(const char *image, int stage_here, char **argv)
     if (st == MPII_OK) {
         /* an interpreter on the shared file system runs from its staged copy */
         staged_program = mpii_stage_image_program(index, root, argv[0], program, sizeof program);
+        stage_library_path(index, root);
         mpii_image_destroy(index); /* checked; the audit library reads it in each process */
         snprintf(pid, sizeof pid, "%ld", (long)getpid());
         if (lib_path(AUDIT_LIB, audit, sizeof audit) != 0 ||

@@ -103,6 +103,12 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
         mpii_path_log_add(&a->log, name); /* (ld.so searches one thread at a time) */
         return (char *)name;
     }
+    /* A candidate in the stage (LD_LIBRARY_PATH that `mpiimport run` pointed
+     * at the staged directories, $ORIGIN of a staged library) is answered
+     * as its original: what the image lacks is looked for there. */
+    size_t rl = strlen(a->root);
+    if (strncmp(name, a->root, rl) == 0 && name[rl] == '/')
+        name += rl;
     char path[4096 + 4096];
     mpii_stage_answer ans = mpii_stage_image_resolve(a->index, a->root, name, path, sizeof path);
     if (ans == MPII_ANSWER_STAGED) {

@@ -12,8 +12,10 @@
  *   DIR     stat, access: the staged directory when it exists;
  *   else    the real call on P.
  * Writing (O_WRONLY, O_RDWR, O_CREAT, fopen "w"/"a"/"+") always goes to P.
- * lstat and readlink of a staged file pass through (the stage holds the
- * target's bytes, not the link). A directory listing (opendir, an
+ * lstat and readlink of a path the image holds (a file or a listed
+ * directory) are answered when its directory's listing says it is no
+ * symbolic link (the stage holds the target's bytes, not the link): lstat
+ * as stat, readlink EINVAL; a link's pass through. A directory listing (opendir, an
  * O_DIRECTORY open) comes from the staged directory only when that lists
  * exactly the names of the image's listing (a stage holds only what its
  * image holds); otherwise it passes through. The program sees the
@@ -40,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpiimport/checksum.h"
 #include "mpiimport/image.h"
 #include "mpiimport/path_log.h"
 #include "mpiimport/stage.h"
@@ -57,6 +60,13 @@ static struct preload_state {
 __attribute__((constructor)) static void preload_init(void)
 {
     struct preload_state *s = &g_preload;
+    /* the program sees LD_LIBRARY_PATH as it was (`mpiimport run` pointed
+     * ld.so's copy at staged directories) */
+    const char *llp = getenv("MPIIMPORT_LD_LIBRARY_PATH");
+    if (llp != NULL) {
+        int rc = setenv("LD_LIBRARY_PATH", llp, 1);
+        (void)rc; /* ld.so has read it already; only what the program sees */
+    }
     s->loading = 1;
     mpii_status lst = mpii_path_log_open(&s->log, getenv("MPIIMPORT_RECORD_PATHS"), "preload");
     (void)lst; /* not recording is the answer to any failure here */
@@ -273,17 +283,30 @@ DEFINE_FOPEN(fopen64)
 DEFINE_STAT(stat, struct stat)
 DEFINE_STAT(stat64, struct stat64)
 
-/* lstat: a staged file is a copy of the target: only absence is answered */
+/* lstat(): NULL with errno ENOENT when absent; the staged copy (file or
+ * directory) when the listing says path is no link; else path itself. */
+static const char *route_nofollow(const char *path, char *staged)
+{
+    mpii_stage_answer a = answer(path, staged);
+    if (a == MPII_ANSWER_ABSENT) {
+        errno = ENOENT;
+        return NULL;
+    }
+    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) &&
+        mpii_stage_image_is_link(g_preload.index, path) == 0)
+        return route_dir(path, staged, 1);
+    return path;
+}
+
 #define DEFINE_LSTAT(name, type)                                               \
     int name(const char *path, type *sb)                                       \
     {                                                                          \
         REAL(int (*)(const char *, type *), name);                             \
         char staged[PATH_CAP];                                                 \
-        if (answer(path, staged) == MPII_ANSWER_ABSENT) {                      \
-            errno = ENOENT;                                                    \
+        const char *p = route_nofollow(path, staged);                          \
+        if (p == NULL)                                                         \
             return -1;                                                         \
-        }                                                                      \
-        return real_##name(path, sb);                                          \
+        return real_##name(p, sb);                                             \
     }
 DEFINE_LSTAT(lstat, struct stat)
 DEFINE_LSTAT(lstat64, struct stat64)
@@ -296,10 +319,8 @@ DEFINE_LSTAT(lstat64, struct stat64)
         const char *p = path;                                                  \
         if (is_absolute(path)) {                                  \
             if (flags & AT_SYMLINK_NOFOLLOW) {                                 \
-                if (answer(path, staged) == MPII_ANSWER_ABSENT) {              \
-                    errno = ENOENT;                                            \
+                if ((p = route_nofollow(path, staged)) == NULL)                \
                     return -1;                                                 \
-                }                                                              \
             } else if ((p = route_dir(path, staged, 1)) == NULL) {             \
                 return -1;                                                     \
             }                                                                  \
@@ -316,10 +337,8 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
     const char *p = path;
     if (is_absolute(path)) {
         if (flags & AT_SYMLINK_NOFOLLOW) {
-            if (answer(path, staged) == MPII_ANSWER_ABSENT) {
-                errno = ENOENT;
+            if ((p = route_nofollow(path, staged)) == NULL)
                 return -1;
-            }
         } else if ((p = route_dir(path, staged, 1)) == NULL) {
             return -1;
         }
@@ -353,8 +372,14 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
 {
     REAL(ssize_t (*)(const char *, char *, size_t), readlink);
     char staged[PATH_CAP];
-    if (answer(path, staged) == MPII_ANSWER_ABSENT) {
+    mpii_stage_answer a = answer(path, staged);
+    if (a == MPII_ANSWER_ABSENT) {
         errno = ENOENT;
+        return -1;
+    }
+    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) &&
+        mpii_stage_image_is_link(g_preload.index, path) == 0) {
+        errno = EINVAL; /* no symbolic link, as its directory's listing says */
         return -1;
     }
     return real_readlink(path, buf, cap);
@@ -435,6 +460,126 @@ static const char *staged_listing(const char *path, char *staged)
     return same && seen == mpii_listing_count(listing) ? staged : NULL;
 }
 
+/* ---- opendir/readdir of a directory the image lists: read from the
+ * image's listing itself, so a directory only partly packed (most of a
+ * packed program's) is listed with no call on the shared file system. The
+ * DIR handle is ours (a listing_dir): readdir, readdir64 (and _r),
+ * rewinddir, telldir, seekdir, dirfd and closedir know it. Entries carry
+ * DT_DIR / DT_REG from the listing's types (a symlink counts as what it
+ * points to, as the listing records it) and DT_UNKNOWN for anything else,
+ * so a caller that needs more stat()s it, which is answered as above. ---- */
+
+#define LISTING_DIRS 256
+
+struct listing_dir {
+    const mpii_entry *listing;
+    char path[PATH_CAP]; /* the original directory */
+    size_t pos;          /* 0: ".", 1: "..", 2 + i: the listing's i-th name */
+    int fd;              /* dirfd(): the staged directory, opened when asked */
+    struct dirent64 ent;
+};
+
+static struct {
+    struct listing_dir *open[LISTING_DIRS];
+    int count;
+    char busy;
+} g_listings;
+
+static void listings_lock(void)
+{
+    while (__atomic_test_and_set(&g_listings.busy, __ATOMIC_ACQUIRE))
+        ;
+}
+
+static void listings_unlock(void) { __atomic_clear(&g_listings.busy, __ATOMIC_RELEASE); }
+
+/* Ours, or NULL for a DIR of libc's. */
+static struct listing_dir *ours(DIR *d)
+{
+    if (__atomic_load_n(&g_listings.count, __ATOMIC_ACQUIRE) == 0 || d == NULL)
+        return NULL;
+    struct listing_dir *found = NULL;
+    listings_lock();
+    for (int i = 0; i < LISTING_DIRS && found == NULL; i++)
+        if (g_listings.open[i] == (struct listing_dir *)d)
+            found = g_listings.open[i];
+    listings_unlock();
+    return found;
+}
+
+/* A listing DIR for path, or NULL (then libc's opendir does it). */
+static DIR *listing_open(const char *path)
+{
+    const struct preload_state *s = &g_preload;
+    char staged[PATH_CAP];
+    const mpii_entry *listing;
+    if (answer(path, staged) != MPII_ANSWER_DIR ||
+        (listing = mpii_image_lookup(s->index, MPII_ENTRY_LISTING, path)) == NULL ||
+        strlen(path) >= PATH_CAP)
+        return NULL;
+    struct listing_dir *ld = calloc(1, sizeof *ld);
+    if (ld == NULL)
+        return NULL;
+    ld->listing = listing;
+    memcpy(ld->path, path, strlen(path) + 1);
+    ld->fd = -1;
+    int slot = -1;
+    listings_lock();
+    for (int i = 0; i < LISTING_DIRS && slot < 0; i++)
+        if (g_listings.open[i] == NULL)
+            slot = i;
+    if (slot >= 0) {
+        g_listings.open[slot] = ld;
+        __atomic_add_fetch(&g_listings.count, 1, __ATOMIC_RELEASE);
+    }
+    listings_unlock();
+    if (slot < 0) {
+        free(ld); /* too many open at once: libc's */
+        return NULL;
+    }
+    return (DIR *)ld;
+}
+
+static void listing_close(struct listing_dir *ld)
+{
+    listings_lock();
+    for (int i = 0; i < LISTING_DIRS; i++)
+        if (g_listings.open[i] == ld) {
+            g_listings.open[i] = NULL;
+            __atomic_sub_fetch(&g_listings.count, 1, __ATOMIC_RELEASE);
+        }
+    listings_unlock();
+    if (ld->fd >= 0) {
+        int rc = close(ld->fd);
+        (void)rc; /* a read-only directory descriptor */
+    }
+    free(ld);
+}
+
+static struct dirent64 *listing_next(struct listing_dir *ld)
+{
+    const char *name = NULL;
+    size_t len = 0;
+    mpii_dirent_type type = MPII_DIRENT_OTHER;
+    if (ld->pos < 2) {
+        name = ld->pos == 0 ? "." : "..";
+        len = strlen(name);
+        type = MPII_DIRENT_DIR;
+    } else if (mpii_listing_at(ld->listing, ld->pos - 2, &name, &len, &type) != MPII_OK) {
+        return NULL; /* the end (errno untouched) */
+    }
+    if (len >= sizeof ld->ent.d_name)
+        len = sizeof ld->ent.d_name - 1;
+    memset(&ld->ent, 0, sizeof ld->ent);
+    memcpy(ld->ent.d_name, name, len);
+    ld->ent.d_ino = (ino64_t)(mpii_checksum64(name, len, (uint64_t)(uintptr_t)ld->listing) | 1u);
+    ld->pos++;
+    ld->ent.d_off = (off64_t)ld->pos;
+    ld->ent.d_reclen = (unsigned short)sizeof ld->ent;
+    ld->ent.d_type = type == MPII_DIRENT_DIR ? DT_DIR : type == MPII_DIRENT_FILE ? DT_REG : DT_UNKNOWN;
+    return &ld->ent;
+}
+
 DIR *opendir(const char *path)
 {
     REAL(DIR * (*)(const char *), opendir);
@@ -443,6 +588,114 @@ DIR *opendir(const char *path)
         errno = ENOENT;
         return NULL;
     }
+    DIR *mine = listing_open(path);
+    if (mine != NULL)
+        return mine;
     const char *whole = staged_listing(path, staged);
     return real_opendir(whole != NULL ? whole : path);
+}
+
+struct dirent64 *readdir64(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL)
+        return listing_next(ld);
+    REAL(struct dirent64 * (*)(DIR *), readdir64);
+    return real_readdir64(d);
+}
+
+/* (struct dirent and struct dirent64 are the same on LP64 Linux) */
+struct dirent *readdir(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL)
+        return (struct dirent *)(void *)listing_next(ld);
+    REAL(struct dirent * (*)(DIR *), readdir);
+    return real_readdir(d);
+}
+
+/* deprecated, still exported: a program that calls them on our handle must
+ * not reach libc's with it */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int readdir64_r(DIR *d, struct dirent64 *entry, struct dirent64 **result)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld == NULL) {
+        REAL(int (*)(DIR *, struct dirent64 *, struct dirent64 **), readdir64_r);
+        return real_readdir64_r(d, entry, result);
+    }
+    struct dirent64 *e = listing_next(ld);
+    if (e != NULL)
+        memcpy(entry, e, sizeof *entry);
+    *result = e != NULL ? entry : NULL;
+    return 0;
+}
+
+int readdir_r(DIR *d, struct dirent *entry, struct dirent **result)
+{
+    return readdir64_r(d, (struct dirent64 *)(void *)entry, (struct dirent64 **)(void *)result);
+}
+#pragma GCC diagnostic pop
+
+int closedir(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL) {
+        listing_close(ld);
+        return 0;
+    }
+    REAL(int (*)(DIR *), closedir);
+    return real_closedir(d);
+}
+
+void rewinddir(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL) {
+        ld->pos = 0;
+        return;
+    }
+    REAL(void (*)(DIR *), rewinddir);
+    real_rewinddir(d);
+}
+
+long telldir(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL)
+        return (long)ld->pos;
+    REAL(long (*)(DIR *), telldir);
+    return real_telldir(d);
+}
+
+void seekdir(DIR *d, long pos)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld != NULL) {
+        ld->pos = pos >= 0 ? (size_t)pos : 0;
+        return;
+    }
+    REAL(void (*)(DIR *, long), seekdir);
+    real_seekdir(d, pos);
+}
+
+/* The staged directory (stages hold every directory their image lists),
+ * else the original, opened once. */
+int dirfd(DIR *d)
+{
+    struct listing_dir *ld = ours(d);
+    if (ld == NULL) {
+        REAL(int (*)(DIR *), dirfd);
+        return real_dirfd(d);
+    }
+    if (ld->fd < 0) {
+        char staged[PATH_CAP];
+        REAL(int (*)(const char *, int, ...), open);
+        if (snprintf(staged, sizeof staged, "%s%s", g_preload.root, ld->path) < (int)sizeof staged)
+            ld->fd = real_open(staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (ld->fd < 0)
+            ld->fd = real_open(ld->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    return ld->fd;
 }

@@ -99,6 +99,7 @@ struct client {
     uint64_t win_read_bytes[WIN_COUNT];
     double win_busy_s[WIN_COUNT];
     int root_getattr_last; /* its last request (closes aside) was a getattr of "/" */
+    int rank_checks;  /* environ reads while rank is -1 (see client_for) */
 };
 
 /* Lookups of these names in the root mark the calling process (see the top
@@ -266,8 +267,18 @@ static struct client *client_for(pid_t tid)
         return NULL;
     size_t h = (size_t)tid * 2654435761u % G.captids;
     while (G.tids[h].tid) {
-        if (G.tids[h].tid == tid)
-            return &G.clients[G.tids[h].client];
+        if (G.tids[h].tid == tid) {
+            struct client *c = &G.clients[G.tids[h].client];
+            /* A process that execs a program on this mount (the interpreter
+             * itself) makes its first requests inside execve, whose
+             * /proc/<pid>/environ is still the old one: look again for a
+             * while, and its counts so far become the rank's. */
+            if (c->rank < 0 && c->rank_checks < 64) {
+                c->rank_checks++;
+                c->rank = rank_of(c->pid);
+            }
+            return c;
+        }
         h = (h + 1) % G.captids;
     }
     pid_t pid = tgid_of(tid);
@@ -676,7 +687,7 @@ static int e_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t of
         st.st_ino = de->d_ino;
         st.st_mode = (mode_t)DTTOIF(de->d_type);
         if (fill(buf, de->d_name, &st, 0, 0))
-            break;
+            return 0;
     }
     return 0;
 }

@@ -27,6 +27,11 @@ What it does:
   * a main pass at --meta-us (default 50) over the whole matrix, then a wall
     pass at --wall-meta-us (default 200) with few cells (--wall-ranks,
     --wall-workloads) for the wall-time target;
+  * --whole-stack: the interpreter too is executed from the mount
+    (MNT/bin/python3.X) and the ranks' shared libraries are found through
+    LD_LIBRARY_PATH=MNT/lib/<multiarch> (mpirun -x, as an environment module
+    sets it: libc, OpenBLAS, libmpi, ... come from the mount); the images of
+    modes image, staged and run are packed with the whole process recorded;
   * --ranks-per-node N: MPIIMPORT_RANKS_PER_NODE=N in every mpiimport mode, so
     the ranks form simulated nodes of N consecutive ranks (leaders 0, N, 2N, ...);
     the memory section tells non-leaders, the other leaders and rank 0 apart;
@@ -71,8 +76,10 @@ OPS = ("getattr", "readlink", "access", "open", "opendir", "readdir", "statfs", 
 JOB = r'''
 import os, sys, time
 T0 = time.time()
+# The marks are statvfs() calls: the kernel looks the name up on the server
+# whatever mpiimport run's preload library answers for stat() from its image.
 try:
-    os.stat(os.environ["BENCH_MARK"])      # emufs: counts before this = start-up
+    os.statvfs(os.environ["BENCH_MARK"])   # emufs: counts before this = start-up
 except OSError:
     pass
 MODE = os.environ["BENCH_MODE"]
@@ -86,7 +93,7 @@ if MODE != "plain":
         sys.exit(3)
     install_s = time.perf_counter() - t
 try:
-    os.stat(os.environ["BENCH_MARK2"])     # emufs: counts since BENCH_MARK = install window
+    os.statvfs(os.environ["BENCH_MARK2"])  # emufs: counts since BENCH_MARK = install window
 except OSError:
     pass
 t = time.perf_counter()
@@ -224,6 +231,18 @@ class EmuFS:
 
 # ---- one run ------------------------------------------------------------------
 
+def interpreter(args, fs):
+    """The python3 the ranks execute: the mount's own with --whole-stack."""
+    if getattr(args, "whole_stack", False):
+        return os.path.join(fs.mnt, "bin", os.path.basename(os.path.realpath(PYTHON)))
+    return PYTHON
+
+
+def stack_libdir(fs):
+    import sysconfig
+    return os.path.join(fs.mnt, "lib", sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu")
+
+
 def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "MPIIMPORT_"))}
@@ -266,7 +285,9 @@ def pack_image(args, fs, job, workload, transport, path):
     ONE process (no mpirun), with the job's own environment, and writes the image to `path` (local
     disk). Its server operations are reset away by the next run_once, as the replay warm-up's are."""
     env = job_env(args, fs, "image", transport, workload)
-    cmd = [PYTHON, "-m", "mpiimport", "pack", "-o", path, "--", job]
+    if getattr(args, "whole_stack", False):
+        env["LD_LIBRARY_PATH"] = stack_libdir(fs)
+    cmd = [interpreter(args, fs), "-m", "mpiimport", "pack", "-o", path, "--", job]
     fs.signal(signal.SIGUSR2)
     try:
         p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -301,8 +322,9 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
     # mode run: the whole process through `mpiimport run` (its audit and preload libraries)
     wrap = ([os.path.join(args.build, "bin", "mpiimport"), "run", "--image", image, "--"]
             if mode == "run" else [])
+    stack = (["-x", "LD_LIBRARY_PATH=" + stack_libdir(fs)] if getattr(args, "whole_stack", False) else [])
     cmd = (["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
-            "-n", str(ranks)] + args.mpirun_args.split() + wrap + [PYTHON, job])
+            "-n", str(ranks)] + stack + args.mpirun_args.split() + wrap + [interpreter(args, fs), job])
     fs.signal(signal.SIGUSR2)                          # reset the server's counters
     t_launch = time.time()
     try:
@@ -792,6 +814,15 @@ def report(cells, args, meta, plot_note):
              "server, as on a parallel file system whose clients cannot cache. Counts are per "
              "operation type and per rank (the requesting process's `OMPI_COMM_WORLD_RANK`). "
              "`close` is counted but not charged and not in \"meta ops\"." % args.src)
+    if getattr(args, "whole_stack", False):
+        L.append("* **The whole stack on it (`--whole-stack`)** — the ranks execute `MNT/bin/%s` (the "
+                 "interpreter binary read through emufs) with `LD_LIBRARY_PATH=MNT/lib/<multiarch>` "
+                 "(`mpirun -x`, as an environment module sets it), so the dynamic loader finds libc, "
+                 "libm, OpenBLAS, libmpi, ... on the mount too. Images (modes image, staged, run) are "
+                 "packed by that interpreter with the whole process recorded (`pack -- job.py`: its "
+                 "preload and audit libraries log every path opened or probed). The sentence below "
+                 "about local disk applies to `mpirun`, the `mpiimport` launcher and the mpiimport "
+                 "package only." % os.path.basename(os.path.realpath(PYTHON)))
     L.append("* **Python on it** — `PYTHONHOME=MNT` (MNT = the mount of `%s`): the standard library, "
              "`lib-dynload` and `dist-packages` (numpy, scipy, mpi4py) are all read through emufs "
              "(`numpy.__file__` etc. are checked to lie under MNT on every rank). The interpreter "
@@ -1111,6 +1142,10 @@ def parse_args(argv):
                          "recording run first, private MPIIMPORT_CACHE_DIR); image = a packed image "
                          "(one unmeasured `python3 -m mpiimport pack` run first, MPIIMPORT_IMAGE on "
                          "local disk, MPIIMPORT_TRUST_IMAGE=1); :NAME picks one transport")
+    ap.add_argument("--whole-stack", action="store_true",
+                    help="the interpreter executed from the mount and the ranks' shared libraries found "
+                         "through LD_LIBRARY_PATH=MNT/lib/<multiarch> (mpirun -x); images packed with the "
+                         "whole process recorded")
     ap.add_argument("--ranks-per-node", type=int, default=0, metavar="N",
                     help="simulate nodes of N consecutive ranks (MPIIMPORT_RANKS_PER_NODE=N in every "
                          "mpiimport mode; leaders = ranks 0, N, 2N, ...); default 0: all ranks on one node")

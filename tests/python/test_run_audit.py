@@ -330,7 +330,7 @@ def test_pack_records_the_whole_process_and_run_serves_it(workload):
                        text=True, timeout=120)
     want = "app3 42 7 input bytes %s" % python
     assert p.returncode == 0 and want in p.stdout, p.stdout + p.stderr
-    assert "of which the whole process" in p.stderr, p.stderr
+    assert "the whole process (start-up, dynamic loader, open()) touched" in p.stderr, p.stderr
     s = subprocess.run([LAUNCHER, "stage", str(img)], env=job_env(env), capture_output=True, text=True)
     assert s.returncode == 0, s.stderr
     trace = tmp_path / "whole-trace"

@@ -12,9 +12,6 @@ import pytest
 from conftest import LAUNCHER_KIND, PYTHON
 from test_run_audit import LAUNCHER, needs_pmix_transport, workload  # noqa: F401  (the fixture)
 
-if LAUNCHER_KIND != "srun":
-    pytest.skip("runs as python_srun.test_slurm_jobscript (needs the test command's Slurm)",
-                allow_module_level=True)
 
 SCRIPT = """#!/bin/bash
 #SBATCH --nodes=1
@@ -42,6 +39,8 @@ ls {stage} > {out}/after-unstage
 
 
 def test_the_documented_sbatch_script_stages_runs_and_unstages(workload):  # noqa: F811
+    if LAUNCHER_KIND != "srun":
+        pytest.skip("runs as python_srun.test_slurm_jobscript (needs the test command's Slurm)")
     needs_pmix_transport()
     tmp_path, shared, image, env = workload
     out = tmp_path / "out"

@@ -32,7 +32,9 @@
 extern "C" {
 #endif
 
-#define MPII_IMAGE_VERSION 1u
+/* 2: listings mark symbolic links (MPII_DIRENT_LINK); version 1 images,
+ * which cannot tell, are refused (pack again) */
+#define MPII_IMAGE_VERSION 2u
 #define MPII_IMAGE_HEADER_SIZE 48u
 #define MPII_IMAGE_LABEL_MAX 1024u
 
@@ -57,7 +59,11 @@ typedef enum mpii_entry_kind {
 typedef enum mpii_dirent_type {
     MPII_DIRENT_FILE = 1,  /* regular file, or symlink to one */
     MPII_DIRENT_DIR = 2,   /* directory, or symlink to one */
-    MPII_DIRENT_OTHER = 3  /* anything else, dangling symlinks included */
+    MPII_DIRENT_OTHER = 3, /* anything else, dangling symlinks included */
+    /* or'd into a stored type: the name is a symbolic link (to what the rest
+     * says). mpii_listing_find and mpii_listing_at return types without it;
+     * mpii_listing_is_link tells. */
+    MPII_DIRENT_LINK = 0x10
 } mpii_dirent_type;
 
 typedef struct mpii_entry {
@@ -128,6 +134,8 @@ mpii_status mpii_image_merge(mpii_image *dst, const mpii_image *src);
 size_t mpii_listing_count(const mpii_entry *listing);
 /* The type of name in the listing, or 0 when it is absent. */
 int mpii_listing_find(const mpii_entry *listing, const char *name);
+/* 1: name is a symbolic link; 0: it is not; -1: the listing lacks it. */
+int mpii_listing_is_link(const mpii_entry *listing, const char *name);
 /* The index-th name (not NUL-terminated: *len) and type; MPII_ERR_INVALID past the end. */
 mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char **name,
                             size_t *len, mpii_dirent_type *type);

@@ -36,6 +36,9 @@ const char *mpii_stage_root(const mpii_stage *stage);
 mpii_status mpii_stage_file(mpii_stage *stage, const char *original, const void *data, size_t len,
                             double timeout_s, char *staged, size_t staged_cap);
 
+/* Makes the directory <root>/<original> (and its parents), 0700. */
+mpii_status mpii_stage_dir(mpii_stage *stage, const char *original);
+
 /* Removes the root and everything below it (no symlink is followed). */
 mpii_status mpii_stage_remove(mpii_stage *stage);
 /* Frees the handle; does not remove files. */
@@ -114,6 +117,10 @@ typedef enum mpii_stage_answer {
 } mpii_stage_answer;
 mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
                                            const char *path, char *staged, size_t cap);
+/* What the listing of path's directory says: 1 path is a symbolic link, 0
+ * it is not, -1 the image cannot tell (lstat() and readlink() of a staged
+ * path are answered only on 0). */
+int mpii_stage_image_is_link(const mpii_image *index, const char *path);
 /* 1 when path is a program the stage holds as an ELF executable (staged
  * receives its copy, to execute with argv unchanged); 0 otherwise (a script
  * would be handed to its interpreter under the staged path). */

@@ -235,17 +235,16 @@ def _pack(args):
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    recorded = _add_recorded(session.ctx, session.prefixes)
+        recorded = _add_recorded(session.ctx, session.prefixes)
     try:
         session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
     except _core.Error as e:
         sys.exit("mpiimport pack: cannot write %s: %s" % (args.output, e))
     files, nbytes = _read_counts(session.ctx)
-    sys.stderr.write("mpiimport pack: %s: %d files read (%.1f MiB) for %s\n"
-                     % (args.output, files, nbytes / 1048576.0, script))
-    if recorded:
-        sys.stderr.write("mpiimport pack: of which the whole process (start-up, dynamic loader, "
-                         "open()): %d paths under %s\n" % (recorded, ":".join(session.prefixes)))
+    whole = ("; the whole process (start-up, dynamic loader, open()) touched %d paths under the "
+             "shared prefixes" % recorded) if recorded else ""
+    sys.stderr.write("mpiimport pack: %s: %d files read (%.1f MiB) for %s%s\n"
+                     % (args.output, files, nbytes / 1048576.0, script, whole))
     return status
 
 
