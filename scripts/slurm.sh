@@ -49,6 +49,13 @@ start() {
     mkdir -p "$DIR/spool" "$DIR/state" "$DIR/log"
     local host
     host=$(hostname -s)
+    # two free TCP ports (a machine may run a Slurm of its own on 6817/6818)
+    local ports
+    ports=$(/usr/bin/python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))') || die "cannot find free ports"
+    local ctld_port=${ports% *} d_port=${ports#* }
     local plugins=/usr/lib/x86_64-linux-gnu/slurm-wlm
     [ -d "$plugins" ] || plugins=$(dirname "$(find /usr/lib -name 'mpi_pmix*.so' -print -quit 2>/dev/null)")
     cat >"$CONF" <<EOF
@@ -65,8 +72,8 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/builtin

@@ -44,6 +44,7 @@
 #define SEAL_FIXED 40u /* magic, u32 version, u32 path length, u64 checksum, u64 size, u64 index size */
 #define INDEX_NAME "/.mpiimport/index"
 #define SEAL_NAME "/.mpiimport/seal"
+#define ROOTS_NAME "/.mpiimport/roots"
 #define ROOT_MAX 4096
 
 /* The image's absolute path as named (relative to the working directory:
@@ -210,6 +211,52 @@ static mpii_status stage_listed_dirs(mpii_stage *stage, const mpii_entry *listin
     return st;
 }
 
+/* ".mpiimport/roots": for each directory the image lists whose parent it
+ * does not (the tops of the shared prefixes), "d PATH" or "l PATH" as the
+ * original is a directory or a symbolic link, from one lstat() each here
+ * (once per node): `mpiimport run`'s lstat()/readlink() of those tops, whose
+ * link-ness no listing records, are answered from it. */
+static mpii_status stage_roots(mpii_stage *stage, const mpii_image *img, double timeout_s)
+{
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    mpii_status st = MPII_OK;
+    for (size_t i = 0; st == MPII_OK && i < mpii_image_count(img); i++) {
+        const mpii_entry *e = mpii_image_entry_at(img, i);
+        if (e->kind != MPII_ENTRY_LISTING || strcmp(e->path, "/") == 0)
+            continue;
+        char parent[ROOT_MAX];
+        const char *slash = strrchr(e->path, '/');
+        size_t n = slash == e->path ? 1 : (size_t)(slash - e->path);
+        if (n >= sizeof parent)
+            continue;
+        memcpy(parent, e->path, n);
+        parent[n] = '\0';
+        struct stat sb;
+        if (mpii_image_lookup(img, MPII_ENTRY_LISTING, parent) != NULL || lstat(e->path, &sb) != 0 ||
+            !(S_ISDIR(sb.st_mode) || S_ISLNK(sb.st_mode)))
+            continue;
+        size_t need = strlen(e->path) + 4;
+        if (len + need > cap) {
+            size_t ncap = (len + need) * 2 + 256;
+            char *t = realloc(text, ncap);
+            if (t == NULL) {
+                st = MPII_ERR_NOMEM;
+                break;
+            }
+            text = t;
+            cap = ncap;
+        }
+        len += (size_t)snprintf(text + len, cap - len, "%c %s\n", S_ISLNK(sb.st_mode) ? 'l' : 'd', e->path);
+    }
+    char staged[ROOT_MAX + 64];
+    if (st == MPII_OK)
+        st = mpii_stage_file(stage, ROOTS_NAME, text != NULL ? text : "", len, timeout_s, staged,
+                             sizeof staged);
+    free(text);
+    return st;
+}
+
 /* Writes the stage under tmp: files, index, then the seal. */
 static mpii_status write_stage(const char *tmp, const char *abs, const mpii_image *img,
                                uint64_t checksum, uint64_t size, double timeout_s,
@@ -256,6 +303,8 @@ static mpii_status write_stage(const char *tmp, const char *abs, const mpii_imag
     if (st == MPII_OK)
         st = mpii_image_serialize(index, 0, "staged image", &buf, &len);
     mpii_image_destroy(index);
+    if (st == MPII_OK)
+        st = stage_roots(stage, img, timeout_s);
     if (st == MPII_OK)
         st = mpii_stage_file(stage, INDEX_NAME, buf, len, timeout_s, staged, sizeof staged);
     free(buf);

@@ -54,6 +54,7 @@ static struct preload_state {
     char root[4096];
     int loading;
     mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: what passed through */
+    char *roots;       /* .mpiimport/roots: "d PATH\n" / "l PATH\n" for the image's tops */
     char log_busy;     /* a spin lock around log (threads) */
 } g_preload;
 
@@ -90,6 +91,21 @@ __attribute__((constructor)) static void preload_init(void)
         s->index = img;
     }
     free(buf);
+    if (s->index != NULL && snprintf(path, sizeof path, "%s/.mpiimport/roots", root) < (int)sizeof path) {
+        uint8_t *text = NULL;
+        size_t tlen = 0;
+        s->loading = 1;
+        if (mpii_read_file(path, O_NOFOLLOW, 1, &text, &tlen) == MPII_OK) {
+            char *r = realloc(text, tlen + 1); /* NUL-terminated, for strstr */
+            if (r != NULL) {
+                r[tlen] = '\0';
+                s->roots = r;
+            } else {
+                free(text);
+            }
+        }
+        s->loading = 0;
+    }
 }
 
 __attribute__((destructor)) static void preload_fini(void)
@@ -283,6 +299,22 @@ DEFINE_FOPEN(fopen64)
 DEFINE_STAT(stat, struct stat)
 DEFINE_STAT(stat64, struct stat64)
 
+/* 1: path is a symbolic link, 0: it is not, -1: unknown; from its
+ * directory's listing, or for the tops of the image from the stage's roots. */
+static int is_link(const char *path)
+{
+    const struct preload_state *s = &g_preload;
+    int l = mpii_stage_image_is_link(s->index, path);
+    if (l >= 0 || s->roots == NULL)
+        return l;
+    size_t n = strlen(path);
+    for (const char *r = s->roots; (r = strstr(r, path)) != NULL; r += n) {
+        if (r - s->roots >= 2 && r[-1] == ' ' && (r - 2 == s->roots || r[-3] == '\n') && r[n] == '\n')
+            return r[-2] == 'l';
+    }
+    return -1;
+}
+
 /* lstat(): NULL with errno ENOENT when absent; the staged copy (file or
  * directory) when the listing says path is no link; else path itself. */
 static const char *route_nofollow(const char *path, char *staged)
@@ -292,8 +324,7 @@ static const char *route_nofollow(const char *path, char *staged)
         errno = ENOENT;
         return NULL;
     }
-    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) &&
-        mpii_stage_image_is_link(g_preload.index, path) == 0)
+    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) && is_link(path) == 0)
         return route_dir(path, staged, 1);
     return path;
 }
@@ -377,8 +408,7 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
         errno = ENOENT;
         return -1;
     }
-    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) &&
-        mpii_stage_image_is_link(g_preload.index, path) == 0) {
+    if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) && is_link(path) == 0) {
         errno = EINVAL; /* no symbolic link, as its directory's listing says */
         return -1;
     }

@@ -85,7 +85,7 @@ except OSError:
 MODE = os.environ["BENCH_MODE"]
 RANK = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK", "0")))
 install_s = 0.0
-if MODE != "plain":
+if MODE not in ("plain", "local"):
     t = time.perf_counter()
     import mpiimport
     if not mpiimport.install():
@@ -107,7 +107,7 @@ rec = {"rank": RANK, "t_start": T0, "t_done": T1, "install_s": install_s, "impor
 # stage holds in node-local memory (/dev/shm) now, while the job runs.
 with open("/proc/self/status") as f:
     rec["rss_anon_kb"] = next((int(l.split()[1]) for l in f if l.startswith("RssAnon:")), 0)
-if MODE != "plain":
+if MODE not in ("plain", "local"):
     rec["stats"] = {k: v for k, v in mpiimport.stats().items() if isinstance(v, (int, float, str))}
     stage, total = rec["stats"].get("stage_root"), 0
     for root, dirs, files in os.walk(stage or "/nonexistent"):
@@ -231,9 +231,10 @@ class EmuFS:
 
 # ---- one run ------------------------------------------------------------------
 
-def interpreter(args, fs):
-    """The python3 the ranks execute: the mount's own with --whole-stack."""
-    if getattr(args, "whole_stack", False):
+def interpreter(args, fs, mode=None):
+    """The python3 the ranks execute: the mount's own with --whole-stack
+    (local disk's in mode local, the floor)."""
+    if getattr(args, "whole_stack", False) and mode != "local":
         return os.path.join(fs.mnt, "bin", os.path.basename(os.path.realpath(PYTHON)))
     return PYTHON
 
@@ -246,6 +247,11 @@ def stack_libdir(fs):
 def job_env(args, fs, mode, transport, workload, cache_dir=None, image=None):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "MPIIMPORT_"))}
+    if mode == "local":   # the floor: the same job, plainly, from local disk
+        env.update({"PYTHONNOUSERSITE": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                    "BENCH_MODE": mode, "BENCH_MARK": "/nonexistent-mark", "BENCH_MARK2": "/nonexistent-mark2",
+                    "BENCH_CODE": WORKLOADS[workload], "BENCH_CHECK": WORKLOAD_CHECK[workload]})
+        return env
     env.update({
         "PYTHONHOME": fs.mnt,
         "PYTHONPATH": os.path.join(args.build, "python"),
@@ -322,9 +328,10 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
     # mode run: the whole process through `mpiimport run` (its audit and preload libraries)
     wrap = ([os.path.join(args.build, "bin", "mpiimport"), "run", "--image", image, "--"]
             if mode == "run" else [])
-    stack = (["-x", "LD_LIBRARY_PATH=" + stack_libdir(fs)] if getattr(args, "whole_stack", False) else [])
+    stack = (["-x", "LD_LIBRARY_PATH=" + stack_libdir(fs)]
+             if getattr(args, "whole_stack", False) and mode != "local" else [])
     cmd = (["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader,tcp",
-            "-n", str(ranks)] + stack + args.mpirun_args.split() + wrap + [interpreter(args, fs), job])
+            "-n", str(ranks)] + stack + args.mpirun_args.split() + wrap + [interpreter(args, fs, mode), job])
     fs.signal(signal.SIGUSR2)                          # reset the server's counters
     t_launch = time.time()
     try:
@@ -345,7 +352,11 @@ def run_once(args, fs, job, workload, mode, transport, ranks, cache_dir=None, im
         raise RunError("%s %s ranks=%d: exit %d, %d/%d ranks reported (full output: %s)\n%s" % (
             workload, mode_label(mode, transport), ranks, p.returncode, len(recs), ranks, path,
             p.stderr[-3000:]))
-    bad = [r for r in recs if not (r["file"] or "").startswith(fs.mnt + "/")]
+    if mode == "local":   # the floor: local disk, nothing on the mount (zero server counts)
+        zero = {op: 0 for op in OPS + ("meta_ops", "read_bytes")}
+        server = dict(server, ranks={str(r["rank"]): dict(zero, marked=True, marked2=True, before_mark=zero,
+                                                          between_marks=zero) for r in recs})
+    bad = [r for r in recs if mode != "local" and not (r["file"] or "").startswith(fs.mnt + "/")]
     if bad:
         raise RunError("%s: module not imported from the mount on rank %d: %s" % (
             workload, bad[0]["rank"], bad[0]["file"]))
@@ -503,8 +514,8 @@ def mode_list(args, transports):
     out = []
     for m in args.modes.split(","):
         m = m.strip()
-        if m == "plain":
-            out.append(("plain", None))
+        if m in ("plain", "local"):
+            out.append((m, None))
         elif m in ("mpiimport", "replay", "image", "staged", "run"):
             out += [(m, t) for t in transports]
         elif m.startswith(("mpiimport:", "replay:", "image:", "staged:", "run:")):
@@ -519,8 +530,8 @@ def mode_list(args, transports):
 
 
 def mode_label(mode, transport):
-    if mode == "plain":
-        return "plain"
+    if mode in ("plain", "local"):
+        return mode
     return "%s/%s" % (mode if mode in ("mpiimport", "replay", "image", "staged", "run") else "replay",
                       transport)
 
@@ -1137,7 +1148,7 @@ def parse_args(argv):
     ap.add_argument("--ranks", default="1,2,4,8,16,32")
     ap.add_argument("--workloads", default="numpy,scipy,mpi4py", help="of: " + ", ".join(WORKLOADS))
     ap.add_argument("--modes", default="plain,mpiimport,replay",
-                    help="plain; mpiimport = lock-step (MPIIMPORT_RECORD=0), every compiled transport "
+                    help="plain; local = plain from local disk (no emufs: the floor); mpiimport = lock-step (MPIIMPORT_RECORD=0), every compiled transport "
                          "but 'self'; replay = a recorded list replayed in one broadcast (one unmeasured "
                          "recording run first, private MPIIMPORT_CACHE_DIR); image = a packed image "
                          "(one unmeasured `python3 -m mpiimport pack` run first, MPIIMPORT_IMAGE on "
