@@ -35,6 +35,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -413,6 +414,71 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
         return -1;
     }
     return real_readlink(path, buf, cap);
+}
+
+/* ---- realpath: glibc's makes its own readlink() and stat() calls, which
+ * no interposition sees. A plain absolute path ("." and ".." and "//" go to
+ * libc's) whose components the image knows to be no links resolves to
+ * itself without a call; components outside the image are lstat()ed here
+ * (not on the shared file system, or passing through like any call); a
+ * link anywhere, or anything unclear, goes to libc's realpath. ---- */
+
+static int plain_absolute(const char *p, size_t n)
+{
+    if (n == 0 || p[0] != '/' || strstr(p, "//") != NULL || strstr(p, "/./") != NULL ||
+        strstr(p, "/../") != NULL)
+        return 0;
+    return !((n >= 2 && strcmp(p + n - 2, "/.") == 0) || (n >= 3 && strcmp(p + n - 3, "/..") == 0));
+}
+
+char *realpath(const char *path, char *resolved)
+{
+    REAL(char *(*)(const char *, char *), realpath);
+    const struct preload_state *s = &g_preload;
+    size_t n = path != NULL ? strnlen(path, PATH_MAX) : 0;
+    if (s->index == NULL || s->loading || n >= PATH_MAX || !plain_absolute(path, n))
+        return real_realpath(path, resolved);
+    char buf[PATH_MAX], staged[PATH_CAP];
+    memcpy(buf, path, n + 1);
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    REAL(int (*)(const char *, struct stat *), lstat);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char keep = buf[i];
+        buf[i] = '\0';
+        int link = is_link(buf);
+        if (link < 0) {
+            mpii_stage_answer a = answer(buf, staged);
+            struct stat sb;
+            if (a == MPII_ANSWER_ABSENT) {
+                errno = ENOENT;
+                return NULL;
+            }
+            link = a != MPII_ANSWER_UNKNOWN || real_lstat == NULL || real_lstat(buf, &sb) != 0 ||
+                   S_ISLNK(sb.st_mode); /* 1: libc's realpath says what it is */
+        }
+        buf[i] = keep;
+        if (link != 0)
+            return real_realpath(path, resolved);
+    }
+    char *out = resolved != NULL ? resolved : malloc(PATH_MAX);
+    if (out == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memcpy(out, buf, n + 1);
+    return out;
+}
+
+char *canonicalize_file_name(const char *path) { return realpath(path, NULL); }
+
+char *__realpath_chk(const char *path, char *resolved, size_t resolvedlen)
+{
+    if (resolved != NULL && resolvedlen < PATH_MAX)
+        abort(); /* what glibc's does: the buffer cannot hold PATH_MAX bytes */
+    return realpath(path, resolved);
 }
 
 /* ---- exec: a program under the image (an interpreter on the shared file
