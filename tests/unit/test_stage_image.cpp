@@ -174,3 +174,62 @@ TEST(StageImage, NotADirectoryNeverAnswersAFileQuestion)
 }
 
 }  // namespace
+
+// Every directory the image lists (and every directory its listings name)
+// exists in the stage; listings say which names are symbolic links; the
+// image's top directories' link-ness is recorded from the real file system
+// (.mpiimport/roots), as `mpiimport run`'s lstat()/readlink() need it.
+TEST(StageImage, MakesListedDirectoriesAndKnowsLinks)
+{
+    TempDir t;
+    const std::string tree = t.dir + "/tree", ltree = t.dir + "/ltree";
+    ASSERT_EQ(mkdir(tree.c_str(), 0755), 0);
+    ASSERT_EQ(symlink("tree", ltree.c_str()), 0);
+    mpii_image *img = nullptr;
+    ASSERT_EQ(mpii_image_create(&img), MPII_OK);
+    const char *names[] = {"dlink", "f.so", "link.so", "sub"};
+    const mpii_dirent_type types[] = {
+        static_cast<mpii_dirent_type>(MPII_DIRENT_DIR | MPII_DIRENT_LINK), MPII_DIRENT_FILE,
+        static_cast<mpii_dirent_type>(MPII_DIRENT_FILE | MPII_DIRENT_LINK), MPII_DIRENT_DIR};
+    ASSERT_EQ(mpii_image_add_listing(img, tree.c_str(), names, types, 4), MPII_OK);
+    const char *lnames[] = {"x"};
+    const mpii_dirent_type ltypes[] = {MPII_DIRENT_FILE};
+    ASSERT_EQ(mpii_image_add_listing(img, ltree.c_str(), lnames, ltypes, 1), MPII_OK);
+    ASSERT_EQ(mpii_image_add_file(img, (tree + "/f.so").c_str(), "FF", 2, 1000000000LL, 2, 0), MPII_OK);
+    const std::string image = t.dir + "/links.mpii", shm = t.dir + "/shm";
+    ASSERT_EQ(mpii_image_write_file(img, image.c_str(), "links"), MPII_OK);
+    // the listing's own answers: types without the flag, the flag apart
+    const mpii_entry *l = mpii_image_lookup(img, MPII_ENTRY_LISTING, tree.c_str());
+    ASSERT_NE(l, nullptr);
+    EXPECT_EQ(mpii_listing_find(l, "link.so"), MPII_DIRENT_FILE);
+    EXPECT_EQ(mpii_listing_find(l, "dlink"), MPII_DIRENT_DIR);
+    EXPECT_EQ(mpii_listing_is_link(l, "link.so"), 1);
+    EXPECT_EQ(mpii_listing_is_link(l, "f.so"), 0);
+    EXPECT_EQ(mpii_listing_is_link(l, "none"), -1);
+    mpii_image_destroy(img);
+
+    ASSERT_EQ(mkdir(shm.c_str(), 0700), 0);
+    int already = 0;
+    uint64_t files = 0, bytes = 0;
+    ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
+    char root[4096];
+    mpii_image *index = nullptr;
+    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+    struct stat sb;
+    for (const char *d : {"", "/sub", "/dlink"}) {
+        const std::string staged = std::string(root) + tree + d;
+        EXPECT_TRUE(lstat(staged.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)) << staged;
+    }
+    EXPECT_TRUE(lstat((std::string(root) + ltree).c_str(), &sb) == 0 && S_ISDIR(sb.st_mode));
+    EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/link.so").c_str()), 1);
+    EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/f.so").c_str()), 0);
+    EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/sub").c_str()), 0);
+    EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/none").c_str()), -1);
+    EXPECT_EQ(mpii_stage_image_is_link(index, tree.c_str()), -1); // its parent is not listed
+    mpii_image_destroy(index);
+    // the tops, from one lstat() each at staging: tree is a directory, ltree a link
+    std::ifstream roots(std::string(root) + "/.mpiimport/roots");
+    std::string text((std::istreambuf_iterator<char>(roots)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("d " + tree + "\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("l " + ltree + "\n"), std::string::npos) << text;
+}
