@@ -369,3 +369,44 @@ def test_pack_records_the_whole_process_and_run_serves_it(workload):
     assert len(links) <= 2 * 3 and len(ldso_stats) <= 2 * 12, (links, ldso_stats)
     execs = [l for l in lines if "execve(" in l and str(shared / "bin") in l]
     assert execs and all("/shm/" in l.split("execve(")[1].split(",")[0] for l in execs), execs
+
+
+def test_what_passes_through_is_recorded_for_the_next_pack(workload):
+    """Under `mpiimport run` with MPIIMPORT_RECORD_PATHS, a file the image
+    lacks (a data file another program reads) passes through and is logged;
+    `pack --recorded` puts it into the next image, which then serves it."""
+    tmp_path, shared, image, env = workload
+    (shared / "site" / "extra.txt").write_text("extra bytes\n")
+    app_b = shared / "site" / "app_b.py"
+    app_b.write_text("import os, extmod\nhere = os.path.dirname(os.path.abspath(__file__))\n"
+                     "print('b', extmod.value(), open(os.path.join(here, 'extra.txt')).read().strip())\n")
+    # an image of the first program (job.py): it lists site/, without extra.txt's bytes
+    image = tmp_path / "first.mpii"
+    q = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "-o", str(image), "--", str(tmp_path / "job.py")],
+                       env=job_env(env), capture_output=True, text=True, timeout=120)
+    assert q.returncode == 0, q.stderr
+    s = subprocess.run([LAUNCHER, "stage", str(image)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    p = subprocess.run([LAUNCHER, "run", "--image", str(image), "--", PYTHON, str(app_b)],
+                       env=job_env(dict(env, MPIIMPORT_RECORD_PATHS=str(rec / "r"))), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "b 42 extra bytes" in p.stdout, p.stdout + p.stderr
+    logged = "".join(f.read_text() for f in rec.iterdir())
+    assert str(shared / "site" / "extra.txt") + "\n" in logged, logged
+    assert str(shared / "lib" / "libmid.so") + "\n" not in logged   # served: not logged
+    # the next pack (of the first program) takes in what was logged
+    img2 = tmp_path / "next.mpii"
+    q = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "-o", str(img2), "--recorded", str(rec / "r"), "--",
+                        str(tmp_path / "job.py")], env=job_env(env), capture_output=True, text=True, timeout=120)
+    assert q.returncode == 0, q.stderr
+    shown = subprocess.run([PYTHON, "-m", "mpiimport", "show", "--all", str(img2)], env=job_env(env),
+                           capture_output=True, text=True)
+    assert str(shared / "site" / "extra.txt") in shown.stdout, shown.stdout
+    s = subprocess.run([LAUNCHER, "stage", str(img2)], env=job_env(env), capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr
+    p, traces = traced_run(tmp_path, env, "next", [LAUNCHER, "run", "--image", str(img2), "--", PYTHON,
+                                                  str(app_b)])
+    assert p.stdout.count("b 42 extra bytes") == 2, p.stdout + p.stderr
+    assert [l for l in opens_under(traces, str(shared / "site" / "extra.txt"))] == []

@@ -183,22 +183,38 @@ def _record_whole_process():
     os.execve(sys.executable, sys.orig_argv, env)
 
 
-def _add_recorded(ctx, prefixes):
-    """What the recording run logged, under the shared prefixes, into ctx:
-    files (bytes), directories (listings), and what is absent (its
-    directory's listing answers). Returns how many paths were added."""
+def _recorded_files(prefix):
+    """The files "<prefix>.<pid>.<who>" the preload and audit libraries wrote."""
+    d, base = os.path.split(os.path.abspath(prefix))
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    return [os.path.join(d, n) for n in names if n.startswith(base + ".")]
+
+
+def _add_recorded(ctx, prefixes, also=()):
+    """What the recording run logged (and what runs under `mpiimport run`
+    with MPIIMPORT_RECORD_PATHS=PREFIX logged as passing through: --recorded
+    PREFIX), under the shared prefixes, into ctx: files (bytes), directories
+    (listings), and what is absent (its directory's listing answers).
+    Returns how many paths were added."""
     d = os.environ.pop(_RECORD_DIR, None)
     os.environ.pop(_RECORD_PATHS, None)
-    if not d:
+    files = [f for prefix in also for f in _recorded_files(prefix)]
+    if d:
+        files += [os.path.join(d, n) for n in os.listdir(d)]
+    if not files:
         return 0
     paths = {sys.executable, os.path.realpath(sys.executable)}  # exec'd before the recording
     try:
-        for name in os.listdir(d):
-            with open(os.path.join(d, name), errors="surrogateescape") as f:
+        for name in files:
+            with open(name, errors="surrogateescape") as f:
                 paths.update(line.rstrip("\n") for line in f)
     finally:
-        import shutil
-        shutil.rmtree(d, ignore_errors=True)
+        if d:
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
     # and each one's directory, listed: its listing answers every other name
     # there (the dynamic loader's probes of glibc-hwcaps/, tls/, ...)
     paths.update([os.path.dirname(p) for p in paths if p.startswith("/")])
@@ -235,7 +251,7 @@ def _pack(args):
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        recorded = _add_recorded(session.ctx, session.prefixes)
+        recorded = _add_recorded(session.ctx, session.prefixes, args.recorded or ())
     try:
         session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
     except _core.Error as e:
@@ -428,6 +444,9 @@ def main(argv=None):
                         epilog=_PACK_HELP, formatter_class=raw)
     pk.add_argument("-o", "--output", required=True, metavar="IMAGE", help="the image file to write")
     pk.add_argument("--prefix", metavar="DIR", help="pack every file under DIR instead of running a program")
+    pk.add_argument("--recorded", metavar="PREFIX", action="append",
+                    help="also pack what jobs logged as passing through (`mpiimport run` with "
+                         "MPIIMPORT_RECORD_PATHS=PREFIX: files PREFIX.<pid>.*); repeatable")
     pk.add_argument("program", nargs=argparse.REMAINDER, metavar="[--] PROGRAM [ARGS...]",
                     help="the Python script to run, and its arguments")
     sh = sub.add_parser("show", help="summarise an image by top-level package (--all: every entry)",
