@@ -103,3 +103,13 @@ def load_ranks(directory, n):
 @pytest.fixture
 def job(request):
     return os.path.join(JOBS, request.param) if hasattr(request, "param") else JOBS
+
+
+def assert_site_hook_off(py):
+    """Without MPIIMPORT, py (an installed environment's interpreter) starts
+    plainly under mpirun: the site hook installs nothing."""
+    off = subprocess.run([MPIRUN, "--oversubscribe", "--allow-run-as-root", "-n", "2", py, "-c",
+                          "import sys; print('META', type(sys.meta_path[0]).__name__)"],
+                         env=dict(job_env(), PYTHONPATH=""), capture_output=True, text=True, timeout=300)
+    assert off.returncode == 0 and off.stdout.count("META") == 2, off.stdout + off.stderr
+    assert "META MpiFinder" not in off.stdout

@@ -13,7 +13,7 @@ import sysconfig
 
 import pytest
 
-from conftest import PYTHON, job_env
+from conftest import PYTHON, assert_site_hook_off, job_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,9 +56,4 @@ def test_install_into_a_conda_style_prefix_and_its_site_hook(tmp_path):
                        timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("ACTIVE MpiFinder True True 0") == 2, p.stdout + p.stderr
-    # without MPIIMPORT the prefix's python is plain
-    off = subprocess.run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-n", "2", py, "-c",
-                          "import sys; print('META', type(sys.meta_path[0]).__name__)"],
-                         env=dict(job_env(), PYTHONPATH=""), capture_output=True, text=True, timeout=300)
-    assert off.returncode == 0 and off.stdout.count("META") == 2, off.stdout + off.stderr
-    assert "META MpiFinder" not in off.stdout
+    assert_site_hook_off(py)   # without MPIIMPORT the prefix's python is plain

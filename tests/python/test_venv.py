@@ -5,7 +5,7 @@ MPIIMPORT=1 the environment's python3 is accelerated with no other setting."""
 import os
 import subprocess
 
-from conftest import PYTHON, job_env
+from conftest import PYTHON, assert_site_hook_off, job_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,9 +31,4 @@ def test_install_into_a_venv_and_its_site_hook(tmp_path):
                        env=dict(job_env(env), PYTHONPATH=""), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("ACTIVE MpiFinder True numpy 0") == 2, p.stdout + p.stderr
-    # without MPIIMPORT the environment's python3 is plain
-    off = subprocess.run(["mpirun", "--oversubscribe", "--allow-run-as-root", "-n", "2", py, "-c",
-                          "import sys; print('META', type(sys.meta_path[0]).__name__)"],
-                         env=dict(job_env(), PYTHONPATH=""), capture_output=True, text=True, timeout=300)
-    assert off.returncode == 0 and off.stdout.count("META") == 2, off.stdout + off.stderr
-    assert "META MpiFinder" not in off.stdout
+    assert_site_hook_off(py)   # without MPIIMPORT the environment's python3 is plain
