@@ -261,8 +261,10 @@ static void stage_library_path(const mpii_image *index, const char *root)
             break;
         p = end + 1;
     }
+    /* (the staged value again for the program's own children: the preload
+     * library's execve passes it on in place of the original) */
     if (changed && setenv("MPIIMPORT_LD_LIBRARY_PATH", llp, 1) == 0 &&
-        setenv("LD_LIBRARY_PATH", out, 1) != 0) {
+        (setenv("MPIIMPORT_LD_LIBRARY_PATH_STAGED", out, 1) != 0 || setenv("LD_LIBRARY_PATH", out, 1) != 0)) {
         int rc = unsetenv("MPIIMPORT_LD_LIBRARY_PATH");
         (void)rc;
     }

@@ -494,11 +494,50 @@ static int staged_elf(const char *path, char *staged)
            mpii_stage_image_program(s->index, s->root, path, staged, PATH_CAP);
 }
 
+/* envp with LD_LIBRARY_PATH=<the original> given its staged value again
+ * (MPIIMPORT_LD_LIBRARY_PATH_STAGED), so that a child's ld.so searches the
+ * stage too (its preload library shows it the original); NULL: as it is. */
+static char **staged_library_path(char *const envp[])
+{
+    const char *orig = getenv("MPIIMPORT_LD_LIBRARY_PATH");
+    const char *stg = getenv("MPIIMPORT_LD_LIBRARY_PATH_STAGED");
+    if (orig == NULL || stg == NULL || envp == NULL)
+        return NULL;
+    size_t n = 0, at = (size_t)-1;
+    for (; envp[n] != NULL; n++)
+        if (strncmp(envp[n], "LD_LIBRARY_PATH=", 16) == 0 && strcmp(envp[n] + 16, orig) == 0)
+            at = n;
+    if (at == (size_t)-1)
+        return NULL;
+    char **copy = malloc((n + 1) * sizeof *copy);
+    size_t len = strlen(stg) + 17;
+    char *entry = malloc(len);
+    if (copy == NULL || entry == NULL) {
+        free(copy);
+        free(entry);
+        return NULL;
+    }
+    snprintf(entry, len, "LD_LIBRARY_PATH=%s", stg);
+    for (size_t i = 0; i <= n; i++)
+        copy[i] = i == at ? entry : envp[i];
+    return copy;
+}
+
 int execve(const char *path, char *const argv[], char *const envp[])
 {
     REAL(int (*)(const char *, char *const[], char *const[]), execve);
     char staged[PATH_CAP];
-    return real_execve(staged_elf(path, staged) ? staged : path, argv, envp);
+    char **env = staged_library_path(envp);
+    int rc = real_execve(staged_elf(path, staged) ? staged : path, argv, env != NULL ? env : envp);
+    if (env != NULL) { /* exec failed: this process goes on */
+        int saved = errno;
+        for (size_t i = 0; env[i] != NULL; i++)
+            if (strncmp(env[i], "LD_LIBRARY_PATH=", 16) == 0 && env[i] != envp[i])
+                free(env[i]);
+        free(env);
+        errno = saved;
+    }
+    return rc;
 }
 
 int execv(const char *path, char *const argv[])

@@ -308,6 +308,12 @@ print("seen", sorted(os.listdir(here)), sorted(os.listdir(os.path.join(top, "ldl
       os.path.islink(link), os.readlink(link), os.path.islink(__file__), os.path.realpath(link),
       os.environ.get("LD_LIBRARY_PATH"), [e.name for e in sorted(os.scandir(top), key=lambda e: e.name)
                                           if e.is_dir()], flush=True)
+# a child process: the same interpreter, the same library through LD_LIBRARY_PATH
+import subprocess
+child = subprocess.run([sys.executable, "-c", "import ctypes, os; "
+                        "print('child', ctypes.CDLL('libaux.so').aux_value(), os.environ['LD_LIBRARY_PATH'])"],
+                       capture_output=True, text=True)
+print(child.stdout.strip() or child.stderr, flush=True)
 """
 
 
@@ -353,6 +359,7 @@ def test_pack_records_the_whole_process_and_run_serves_it(workload):
     assert q.returncode == 0 and q.stdout.count(want) == 2, q.stdout + q.stderr
     # the same listings, links and environment as the plain process saw
     assert q.stdout.count(seen[0]) == 2, (seen[0], q.stdout)
+    assert q.stdout.count("child 7 %s" % (shared / "ldlib")) == 2, q.stdout
     lines = [l for f in os.listdir(trace) for l in open(trace / f).read().splitlines()]
     inside = '"' + str(shared) + "/"
     calls = [l for l in lines if inside in l.split(", [")[0]]   # the path argument, not argv
