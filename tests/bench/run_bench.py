@@ -666,7 +666,11 @@ def plot(cells, path, args):
                          and mode_label(c["mode"], c["transport"]) == label), key=lambda c: c["ranks"])
             xs = [c["ranks"] for c in cs]
             style = "o-" if label == "plain" else "s-"
-            axes[0][j].plot(xs, [c["summary"]["meta_ops"] for c in cs], style, label=label)
+            ops = [c["summary"]["meta_ops"] for c in cs]
+            # a log axis cannot draw 0: such a mode is drawn at 1, and says so
+            zero = all(o == 0 for o in ops)
+            axes[0][j].plot(xs, [max(o, 1) for o in ops], style + ("-" if zero else ""),
+                            label=label + (" (0 at every count; drawn at 1)" if zero else ""))
             axes[1][j].plot(xs, [c["summary"]["wall_s"] for c in cs], style, label=label)
         cs = sorted((c for c in main if c["workload"] == w and c["mode"] == "plain"), key=lambda c: c["ranks"])
         if cs:
@@ -1150,7 +1154,9 @@ def whole_process_model(cells, args):
             runs = sorted([c for c in cs if c["mode"] == "run"], key=lambda c: -c["ranks"])
             plains = sorted([c for c in cs if c["mode"] == "plain"], key=lambda c: -c["ranks"])
             if runs and plains:
-                locs = sorted([c for c in cs if c["mode"] == "local"], key=lambda c: c["ranks"])
+                # the floor with the fewest ranks (any pass): one core per rank, as on a node
+                locs = sorted([c for c in cells if c["workload"] == w and c["mode"] == "local" and "summary" in c],
+                              key=lambda c: c["ranks"])
                 pick = (pass_, w, runs[0], plains[0], locs[0] if locs else None)
                 break
         if pick:
@@ -1202,9 +1208,10 @@ def whole_process_model(cells, args):
              "× %.2f µs | %.3f |" % (("%.1f" % per_node_ops), fmt_int(nodes), s_op * 1e6, t_meta))
     L.append("| the image to the node leaders (tree broadcast) | %.3f |" % t_bcast)
     L.append("| staging it on each node (in parallel) | %.3f |" % t_stage)
-    L.append("| each rank's start-up from node-local memory (the local floor measured here, "
-             "oversubscribed %d ranks on %d cores) | %s |" % (local["ranks"] if local else 0, os.cpu_count(),
-                                                                ("%.2f" % t_local) if local else "-"))
+    L.append("| each rank's start-up from node-local memory (the local floor measured here: %d "
+             "rank%s on %d cores) | %s |" % (local["ranks"] if local else 0,
+                                             "" if local and local["ranks"] == 1 else "s", os.cpu_count(),
+                                             ("%.2f" % t_local) if local else "-"))
     L.append("| **start-up, exec to the end of the imports** | **%.1f** |" % total)
     L.append("| plain, same model (N·P × the per-operation cost) | %.0f |" % (N * P * s_op))
     L.append("")
