@@ -378,6 +378,38 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
     return real_statx(dirfd, p, flags, mask, sb);
 }
 
+/* The pre-2.33 names (__xstat, __lxstat, __fxstatat and their 64-bit
+ * forms), which programs built against an older glibc still call. */
+#define DEFINE_XSTAT(name, type, route_fn)                                     \
+    int name(int ver, const char *path, type *sb)                              \
+    {                                                                          \
+        REAL(int (*)(int, const char *, type *), name);                        \
+        char staged[PATH_CAP];                                                 \
+        const char *p = route_fn;                                              \
+        if (p == NULL)                                                         \
+            return -1;                                                         \
+        return real_##name(ver, p, sb);                                        \
+    }
+DEFINE_XSTAT(__xstat, struct stat, route_dir(path, staged, 1))
+DEFINE_XSTAT(__xstat64, struct stat64, route_dir(path, staged, 1))
+DEFINE_XSTAT(__lxstat, struct stat, route_nofollow(path, staged))
+DEFINE_XSTAT(__lxstat64, struct stat64, route_nofollow(path, staged))
+
+#define DEFINE_FXSTATAT(name, type)                                            \
+    int name(int ver, int dirfd, const char *path, type *sb, int flags)        \
+    {                                                                          \
+        REAL(int (*)(int, int, const char *, type *, int), name);              \
+        char staged[PATH_CAP];                                                 \
+        const char *p = path;                                                  \
+        if (is_absolute(path) &&                                               \
+            (p = (flags & AT_SYMLINK_NOFOLLOW) ? route_nofollow(path, staged)  \
+                                               : route_dir(path, staged, 1)) == NULL) \
+            return -1;                                                         \
+        return real_##name(ver, dirfd, p, sb, flags);                          \
+    }
+DEFINE_FXSTATAT(__fxstatat, struct stat)
+DEFINE_FXSTATAT(__fxstatat64, struct stat64)
+
 /* ---- access, readlink, opendir ---- */
 
 int access(const char *path, int amode)
@@ -479,6 +511,14 @@ char *__realpath_chk(const char *path, char *resolved, size_t resolvedlen)
     if (resolved != NULL && resolvedlen < PATH_MAX)
         abort(); /* what glibc's does: the buffer cannot hold PATH_MAX bytes */
     return realpath(path, resolved);
+}
+
+ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t cap)
+{
+    if (is_absolute(path))
+        return readlink(path, buf, cap);
+    REAL(ssize_t (*)(int, const char *, char *, size_t), readlinkat);
+    return real_readlinkat(dirfd, path, buf, cap);
 }
 
 /* ---- exec: a program under the image (an interpreter on the shared file
