@@ -472,8 +472,13 @@ char *realpath(const char *path, char *resolved)
         return real_realpath(path, resolved);
     char buf[PATH_MAX], staged[PATH_CAP];
     memcpy(buf, path, n + 1);
-    while (n > 1 && buf[n - 1] == '/')
+    int slash = 0;
+    while (n > 1 && buf[n - 1] == '/') {
         buf[--n] = '\0';
+        slash = 1;
+    }
+    if (slash && answer(buf, staged) != MPII_ANSWER_DIR) /* "file/": libc's says ENOTDIR */
+        return real_realpath(path, resolved);
     REAL(int (*)(const char *, struct stat *), lstat);
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != '\0')
@@ -855,8 +860,9 @@ void seekdir(DIR *d, long pos)
     real_seekdir(d, pos);
 }
 
-/* The staged directory (stages hold every directory their image lists),
- * else the original, opened once. */
+/* A descriptor for calls relative to the directory (openat(dirfd(d), name)):
+ * the staged directory when it holds every name of the listing, else the
+ * original (a partly staged directory would lack names), opened once. */
 int dirfd(DIR *d)
 {
     struct listing_dir *ld = ours(d);
@@ -867,10 +873,8 @@ int dirfd(DIR *d)
     if (ld->fd < 0) {
         char staged[PATH_CAP];
         REAL(int (*)(const char *, int, ...), open);
-        if (snprintf(staged, sizeof staged, "%s%s", g_preload.root, ld->path) < (int)sizeof staged)
-            ld->fd = real_open(staged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (ld->fd < 0)
-            ld->fd = real_open(ld->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        const char *whole = staged_listing(ld->path, staged);
+        ld->fd = real_open(whole != NULL ? whole : ld->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     }
     return ld->fd;
 }
