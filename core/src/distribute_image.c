@@ -136,13 +136,11 @@ static mpii_status leader_stage(const char *stage_dir, const char *image_path, c
     job->already = already;
     if (st != MPII_OK || !for_this_step)
         return st;
-    char root[PATH_CAP], live[PATH_CAP + 8];
+    char root[PATH_CAP];
     if ((st = mpii_stage_image_root(stage_dir, image_path, root, sizeof root)) != MPII_OK)
         return st;
     /* there already without a registry: `mpiimport stage` made it, it stays */
-    int n = snprintf(live, sizeof live, "%s.live", root);
-    struct stat sb;
-    if (already && n > 0 && (size_t)n < sizeof live && lstat(live, &sb) != 0)
+    if (already && !mpii_stage_has_registry(root))
         return MPII_OK;
     job->temporary = 1;
     return mpii_stage_register(root);

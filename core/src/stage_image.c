@@ -185,6 +185,20 @@ static mpii_status remove_root(const char *root)
     return st;
 }
 
+/* The directory part of an absolute path ("/" for "/a"); *name the rest.
+ * 0 when path has no parent that fits. */
+static int parent_of(const char *path, char *dir, size_t cap, const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (slash == NULL || slash[1] == '\0' || n >= cap)
+        return 0;
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    *name = slash + 1;
+    return 1;
+}
+
 /* A listed directory and the directories it lists, made in the stage (so
  * that every directory the image knows exists there: `mpiimport run`'s
  * libraries answer stat() of it, and the dynamic loader's search of it,
@@ -226,14 +240,10 @@ static mpii_status stage_roots(mpii_stage *stage, const mpii_image *img, double 
         if (e->kind != MPII_ENTRY_LISTING || strcmp(e->path, "/") == 0)
             continue;
         char parent[ROOT_MAX];
-        const char *slash = strrchr(e->path, '/');
-        size_t n = slash == e->path ? 1 : (size_t)(slash - e->path);
-        if (n >= sizeof parent)
-            continue;
-        memcpy(parent, e->path, n);
-        parent[n] = '\0';
+        const char *name = NULL;
         struct stat sb;
-        if (mpii_image_lookup(img, MPII_ENTRY_LISTING, parent) != NULL || lstat(e->path, &sb) != 0 ||
+        if (!parent_of(e->path, parent, sizeof parent, &name) ||
+            mpii_image_lookup(img, MPII_ENTRY_LISTING, parent) != NULL || lstat(e->path, &sb) != 0 ||
             !(S_ISDIR(sb.st_mode) || S_ISLNK(sb.st_mode)))
             continue;
         size_t need = strlen(e->path) + 4;
@@ -494,14 +504,9 @@ int mpii_stage_image_program(const mpii_image *index, const char *root, const ch
 
 int mpii_stage_image_is_link(const mpii_image *index, const char *path)
 {
-    if (index == NULL || path == NULL || path[0] != '/')
-        return -1;
-    const char *slash = strrchr(path, '/');
     char dir[ROOT_MAX];
-    size_t n = slash == path ? 1 : (size_t)(slash - path);
-    if (slash[1] == '\0' || n >= sizeof dir)
+    const char *name = NULL;
+    if (index == NULL || path == NULL || path[0] != '/' || !parent_of(path, dir, sizeof dir, &name))
         return -1;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    return mpii_listing_is_link(mpii_image_lookup(index, MPII_ENTRY_LISTING, dir), slash + 1);
+    return mpii_listing_is_link(mpii_image_lookup(index, MPII_ENTRY_LISTING, dir), name);
 }

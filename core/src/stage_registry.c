@@ -93,6 +93,14 @@ mpii_status mpii_stage_register(const char *root)
     return close(fd) == 0 ? MPII_OK : MPII_ERR_IO;
 }
 
+int mpii_stage_has_registry(const char *root)
+{
+    char live[4096];
+    struct stat sb;
+    return root != NULL && live_dir_of(root, live, sizeof live) == MPII_OK && lstat(live, &sb) == 0 &&
+           is_ours(&sb, 1);
+}
+
 /* Live processes named in a registry (other than the caller, unless
  * count_self); -1 when it cannot be read. */
 static int count_live(const char *live, int count_self)

@@ -215,15 +215,6 @@ static int cmd_stage(const char *image, int stage)
     return 0;
 }
 
-/* A stage that a `run` made for its step has a registry of its processes. */
-static int is_temporary(const char *root)
-{
-    char live[4200];
-    struct stat sb;
-    int n = snprintf(live, sizeof live, "%s.live", root);
-    return n > 0 && (size_t)n < sizeof live && lstat(live, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 /* LD_LIBRARY_PATH's directories that the stage holds, pointed at their
  * staged copies: the dynamic loader then stat()s their glibc-hwcaps/, tls/
  * and platform subdirectories in node-local memory, not on the shared file
@@ -279,7 +270,7 @@ static int cmd_run(const char *image, int stage_here, char **argv)
     int temporary = 0, said = 0;
     if (load_config(&cfg) == 0) {
         st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
-        if (st == MPII_OK && is_temporary(root)) {
+        if (st == MPII_OK && mpii_stage_has_registry(root)) { /* a `run --stage` made it */
             /* another step's (a run that staged it): join it, so that the
              * last process of either step removes it */
             temporary = mpii_stage_register(root) == MPII_OK;

@@ -52,6 +52,9 @@ void mpii_stage_close(mpii_stage *stage);
  * user's transport files "mpiimport-<pid>-<rank>-<hex16>" in shm_dir whose
  * process is gone; returns how many it removed. */
 mpii_status mpii_stage_register(const char *root);
+/* 1 when root has a registry (a stage made for a job step, not by
+ * `mpiimport stage`), else 0. */
+int mpii_stage_has_registry(const char *root);
 mpii_status mpii_stage_leave(const char *root, int *last);
 mpii_status mpii_stage_discard(const char *root);
 size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir);
