@@ -7,6 +7,9 @@ PKGS=(cmake make gcc g++ pkg-config openmpi-bin libopenmpi-dev libgtest-dev libf
 # The benchmarks (scripts/bench.sh, startup_bench.sh, bcast_bench.sh): emufs needs
 # libfuse3-dev and fuse3 (fusermount3), above; run_bench.py's plot needs matplotlib.
 PKGS+=(python3-matplotlib)
+# numpy's own test suite run under every mode (tests/python/test_third_party_suite.py):
+# numpy's conftest needs hypothesis.
+PKGS+=(python3-hypothesis)
 # The Lmod modulefile `cmake --install` puts in share/modulefiles (tests/python/test_lmod.py).
 PKGS+=(lmod)
 # A one-node Slurm for the srun job steps (scripts/slurm.sh; python_srun.* tests).

@@ -107,9 +107,10 @@ void mpii_context_destroy(mpii_context *ctx)
         mpii_stage_close(ctx->stage);
     mpii_ctx_index_close(ctx);
     if (ctx->unclean && ctx->ops->finalize_waits_for_peers) {
-        /* The end of the session timed out or failed, so a peer may be dead,
-         * and this transport's finalize (MPI_Finalize) would wait for it for
-         * ever: the runtime is left to the end of the process instead. */
+        /* The end of the session failed: a peer of the node died (finish
+         * waits for live ones however long they take) or the transport broke,
+         * and this transport's finalize (MPI_Finalize) would wait for the dead
+         * for ever: the runtime is left to the end of the process instead. */
         ctx->transport = NULL;
         ctx->sends = NULL; /* and so are buffers it may still read */
         ctx->nsends = 0;
@@ -209,8 +210,10 @@ static int known_fact(const mpii_context *ctx, mpii_entry_kind kind, const char 
         return 1;
     }
     const mpii_entry *m = e == NULL ? mpii_image_lookup(ctx->known, MPII_ENTRY_MISS, path) : NULL;
-    /* "exists but is not a directory" answers a listing, never a file */
-    if (m == NULL || (kind == MPII_ENTRY_FILE && (m->flags & MPII_MISS_NOT_DIR)))
+    /* "exists but is not a directory" answers a listing, never a file; "a
+     * component is not a directory" (a file read's ENOTDIR) answers both */
+    if (m == NULL || (kind == MPII_ENTRY_FILE && (m->flags & MPII_MISS_NOT_DIR) &&
+                      !(m->flags & MPII_MISS_UNDER_FILE)))
         return 0;
     *entry = NULL;
     if (miss_flags != NULL)

@@ -7,8 +7,14 @@
  * that index (node_index.c), so it receives nothing over the transport;
  * freezing (no more messages); and the end of the session: the END marker
  * and the drain to it (so the broadcast counts always match), the node
- * barrier and the removal of the node's stage. */
+ * barrier and the removal of the node's stage — waits with no deadline while
+ * the peers live, however much later they finish (wait_for_peers). */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -395,6 +401,91 @@ mpii_status mpii_context_leave_node(mpii_context *ctx)
     return st;
 }
 
+/* ---- waiting for peers at the end ---- */
+
+/* Waits at the end of the session, for peers that may finish much later
+ * than this rank (a rank that computes longer is no fault): MPI_Finalize
+ * would wait for them too, so these waits have no deadline while the peers
+ * live. A first wait of up to END_FIRST_S at the transport's own pace (the
+ * usual end, with everyone there); then polls with a sleep growing from
+ * END_PAUSE_MIN_NS to END_PAUSE_MAX_NS in between, so that a rank waiting at
+ * exit takes next to no CPU from a peer that computes; every END_CHECK_S,
+ * the node's registry is asked whether a process of the job died. */
+#define END_FIRST_S 1.0
+#define END_POLL_S 1e-6 /* > 0: progress_sends reads 0 as "collect only" */
+#define END_PAUSE_MIN_NS 1000000L  /* 1 ms */
+#define END_PAUSE_MAX_NS 20000000L /* 20 ms */
+#define END_CHECK_S 1.0
+
+/* A process of this job on this node died without leaving: the node's
+ * registry (stage_registry.c: "<stage root>.live/<pid>", one per process,
+ * removed by a process that leaves) names a pid that is gone. 0 when the
+ * registry cannot tell (never made, unreadable): a dead peer is then the
+ * launcher's business, which ends the job as it would without mpiimport. */
+static int node_peer_died(const mpii_context *ctx)
+{
+    char live[sizeof ctx->stage_root + 8];
+    int n = snprintf(live, sizeof live, "%s.live", ctx->stage_root);
+    if (ctx->stage_root[0] != '/' || n < 0 || (size_t)n >= sizeof live)
+        return 0;
+    DIR *d = opendir(live);
+    if (d == NULL)
+        return 0;
+    int died = 0;
+    struct dirent *ent;
+    while (!died && (ent = readdir(d)) != NULL) {
+        const char *p = ent->d_name;
+        long pid = 0;
+        while (isdigit((unsigned char)*p) && pid < 100000000L)
+            pid = pid * 10 + (*p++ - '0');
+        if (*p != '\0' || pid <= 0 || pid == (long)getpid())
+            continue;
+        died = kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    }
+    if (closedir(d) != 0)
+        return 0;
+    return died;
+}
+
+typedef mpii_status (*end_wait_fn)(mpii_context *ctx, double timeout_s);
+
+/* MPII_ERR_TIMEOUT only once a process of the node is known dead. */
+static mpii_status wait_for_peers(mpii_context *ctx, end_wait_fn fn)
+{
+    double first = ctx->cfg.timeout_s < END_FIRST_S ? ctx->cfg.timeout_s : END_FIRST_S;
+    mpii_status st = fn(ctx, first);
+    long pause_ns = END_PAUSE_MIN_NS;
+    double checked = mpii_monotonic_s();
+    while (st == MPII_ERR_TIMEOUT) {
+        double now = mpii_monotonic_s();
+        if (now - checked >= END_CHECK_S) {
+            if (node_peer_died(ctx))
+                return st;
+            checked = now;
+        }
+        struct timespec ts = {0, pause_ns};
+        (void)nanosleep(&ts, NULL); /* EINTR just shortens the pause */
+        pause_ns = pause_ns * 2 < END_PAUSE_MAX_NS ? pause_ns * 2 : END_PAUSE_MAX_NS;
+        st = fn(ctx, END_POLL_S);
+    }
+    return st;
+}
+
+static mpii_status end_receive(mpii_context *ctx, double timeout_s)
+{
+    return mpii_context_receive(ctx, timeout_s, NULL, 0);
+}
+
+static mpii_status end_sends(mpii_context *ctx, double timeout_s)
+{
+    return progress_sends(ctx, timeout_s);
+}
+
+static mpii_status end_node_barrier(mpii_context *ctx, double timeout_s)
+{
+    return ctx->ops->node_barrier(ctx->transport, timeout_s);
+}
+
 mpii_status mpii_context_finish(mpii_context *ctx)
 {
     if (ctx == NULL)
@@ -403,7 +494,6 @@ mpii_status mpii_context_finish(mpii_context *ctx)
         return MPII_OK;
     ctx->finished = 1;
     mpii_status result = MPII_OK, st;
-    double timeout = ctx->cfg.timeout_s;
     if (ctx->size > 1 && !ctx->frozen) {
         if (ctx->rank == 0) {
             ctx->finished = 0;
@@ -419,25 +509,25 @@ mpii_status mpii_context_finish(mpii_context *ctx)
             else
                 free(end);
             if (st == MPII_OK)
-                st = progress_sends(ctx, timeout);
+                st = wait_for_peers(ctx, end_sends);
             result = st;
         } else {
             /* Drain every message the root sent, up to its end marker. */
-            while ((st = mpii_context_receive(ctx, timeout, NULL, 0)) == MPII_OK)
+            while ((st = wait_for_peers(ctx, end_receive)) == MPII_OK)
                 ;
             if (st != MPII_ERR_ENDED)
                 result = st;
             /* a relaying leader: its node's copies */
-            if (ctx->nsends > 0 && (st = progress_sends(ctx, timeout)) != MPII_OK && result == MPII_OK)
+            if (ctx->nsends > 0 && (st = wait_for_peers(ctx, end_sends)) != MPII_OK && result == MPII_OK)
                 result = st;
         }
     } else if (ctx->size > 1 && ctx->nsends > 0) {
         /* Frozen: every rank took the one message at install(); complete it
          * (the root's, or a relaying leader's copy for its node). */
-        result = progress_sends(ctx, timeout);
+        result = wait_for_peers(ctx, end_sends);
     }
     /* Nobody on this node uses the stage any more once all have arrived. */
-    st = ctx->ops->node_barrier(ctx->transport, timeout);
+    st = wait_for_peers(ctx, end_node_barrier);
     int node_here = st == MPII_OK;
     if (st != MPII_OK && result == MPII_OK)
         result = st;
@@ -461,8 +551,8 @@ mpii_status mpii_context_finish(mpii_context *ctx)
         if (ctx->registered && (st = mpii_stage_discard(ctx->stage_root)) != MPII_OK && result == MPII_OK)
             result = st;
     }
-    /* A finish that failed means some rank did not answer in time: it may
-     * be dead, so destroy must not wait for it (see there). Bad bytes (a
+    /* A finish that failed means a rank died (or the transport failed), so
+     * destroy must not wait for it (see there). Bad bytes (a
      * corrupt message, a node's index that could not be written or read)
      * say nothing of the peers, and the barrier above says this node's
      * ranks are all here. */

@@ -14,7 +14,8 @@ static const unsigned char image_magic[8] = {'M', 'P', 'I', 'I', 'M', 'G', '\r',
 struct slot {
     mpii_entry e;
     void *storage;        /* path + NUL + data, one allocation */
-    uint32_t *names;      /* LISTING: offsets of each record, sorted by name */
+    uint32_t *names;      /* LISTING: offsets of each record, sorted by name (lookups) */
+    uint32_t *order;      /* LISTING: offsets of each record, as stored (the directory's order) */
     size_t name_count;
 };
 
@@ -46,6 +47,7 @@ static void slot_free(struct slot *s)
 {
     free(s->storage);
     free(s->names);
+    free(s->order);
     memset(s, 0, sizeof *s);
 }
 
@@ -148,8 +150,45 @@ static int name_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen
     return alen < blen ? -1 : (alen > blen ? 1 : 0);
 }
 
-/* Builds the record index of an encoded listing; checks bounds, types, order
- * and uniqueness. */
+/* Sorts offsets (of records in d) by name: a heap sort (no allocation, no
+ * recursion, O(n log n) on any input). */
+static int record_cmp(const uint8_t *d, uint32_t a, uint32_t b)
+{
+    return name_cmp(d + a + 3, mpii_get_u16(d + a + 1), d + b + 3, mpii_get_u16(d + b + 1));
+}
+
+static void sift_down(const uint8_t *d, uint32_t *v, size_t at, size_t n)
+{
+    for (;;) {
+        size_t child = 2 * at + 1;
+        if (child >= n)
+            return;
+        if (child + 1 < n && record_cmp(d, v[child], v[child + 1]) < 0)
+            child++;
+        if (record_cmp(d, v[at], v[child]) >= 0)
+            return;
+        uint32_t t = v[at];
+        v[at] = v[child];
+        v[child] = t;
+        at = child;
+    }
+}
+
+static void sort_records(const uint8_t *d, uint32_t *v, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(d, v, i, n);
+    for (size_t end = n; end-- > 1;) {
+        uint32_t t = v[0];
+        v[0] = v[end];
+        v[end] = t;
+        sift_down(d, v, 0, end);
+    }
+}
+
+/* Builds the record indexes of an encoded listing (its records in the
+ * directory's own order, as read from it; and sorted by name, for lookups);
+ * checks bounds, types and uniqueness. */
 static mpii_status index_listing(struct slot *s)
 {
     const uint8_t *d = s->e.data;
@@ -165,8 +204,12 @@ static mpii_status index_listing(struct slot *s)
     if (n > UINT32_MAX || len > UINT32_MAX)
         return MPII_ERR_CORRUPT;
     uint32_t *names = n ? malloc(n * sizeof *names) : NULL;
-    if (n && names == NULL)
+    uint32_t *order = n ? malloc(n * sizeof *order) : NULL;
+    if (n && (names == NULL || order == NULL)) {
+        free(names);
+        free(order);
         return MPII_ERR_NOMEM;
+    }
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t type = d[off];
@@ -175,19 +218,21 @@ static mpii_status index_listing(struct slot *s)
         if (base < MPII_DIRENT_FILE || base > MPII_DIRENT_OTHER || memchr(d + off + 3, '\0', nl) != NULL ||
             memchr(d + off + 3, '/', nl) != NULL) {
             free(names);
+            free(order);
             return MPII_ERR_CORRUPT;
         }
-        if (i > 0) {
-            size_t po = names[i - 1];
-            if (name_cmp(d + po + 3, mpii_get_u16(d + po + 1), d + off + 3, nl) >= 0) {
-                free(names);
-                return MPII_ERR_CORRUPT;
-            }
-        }
-        names[i] = (uint32_t)off;
+        names[i] = order[i] = (uint32_t)off;
         off += 3 + nl;
     }
+    sort_records(d, names, n);
+    for (size_t i = 1; i < n; i++)
+        if (record_cmp(d, names[i - 1], names[i]) == 0) {
+            free(names);
+            free(order);
+            return MPII_ERR_CORRUPT; /* a name twice */
+        }
     s->names = names;
+    s->order = order;
     s->name_count = n;
     return MPII_OK;
 }
@@ -235,6 +280,7 @@ mpii_status mpii_image_add(mpii_image *img, const mpii_entry *entry)
         if (st != MPII_OK) {
             free(s.storage);
             free(s.names);
+            free(s.order);
             return st;
         }
         img->slots[img->count] = s;
@@ -277,12 +323,6 @@ struct name_ref {
     mpii_dirent_type type;
 };
 
-static int name_ref_cmp(const void *a, const void *b)
-{
-    const struct name_ref *x = a, *y = b;
-    return name_cmp((const uint8_t *)x->name, x->len, (const uint8_t *)y->name, y->len);
-}
-
 mpii_status mpii_image_add_listing(mpii_image *img, const char *dir, const char *const *names,
                                    const mpii_dirent_type *types, size_t count)
 {
@@ -308,8 +348,6 @@ mpii_status mpii_image_add_listing_at(mpii_image *img, const char *dir, const ch
         refs[i] = (struct name_ref){names[i], nl, types[i]};
         total += 3 + nl;
     }
-    if (count > 1)
-        qsort(refs, count, sizeof *refs, name_ref_cmp);
     uint8_t *buf = total ? malloc(total) : NULL;
     if (total && buf == NULL) {
         free(refs);
@@ -408,7 +446,7 @@ mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char 
     const struct slot *s = (const struct slot *)(const void *)listing;
     if (index >= s->name_count)
         return MPII_ERR_INVALID;
-    const uint8_t *r = s->e.data + s->names[index];
+    const uint8_t *r = s->e.data + s->order[index];
     *type = (mpii_dirent_type)(r[0] & ~MPII_DIRENT_LINK);
     *len = mpii_get_u16(r + 1);
     *name = (const char *)r + 3;

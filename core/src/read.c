@@ -109,7 +109,7 @@ mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_byt
         /* a stat is enough (a module source): no open at the metadata server */
         ctx->stats.fs_calls++;
         if (stat(path, &sb) != 0)
-            return mpii_ctx_record_miss(ctx, path, errno == ENOTDIR ? MPII_MISS_NOT_DIR : 0);
+            return mpii_ctx_record_miss(ctx, path, errno == ENOTDIR ? MPII_MISS_NOT_DIR | MPII_MISS_UNDER_FILE : 0);
         if (!S_ISREG(sb.st_mode))
             return mpii_ctx_record_miss(ctx, path, 0);
         mpii_entry e = {MPII_ENTRY_FILE, MPII_FILE_STAT_ONLY, path, strlen(path), NULL, 0,
@@ -120,7 +120,7 @@ mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_byt
     ctx->stats.fs_calls++;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return mpii_ctx_record_miss(ctx, path, errno == ENOTDIR ? MPII_MISS_NOT_DIR : 0);
+        return mpii_ctx_record_miss(ctx, path, errno == ENOTDIR ? MPII_MISS_NOT_DIR | MPII_MISS_UNDER_FILE : 0);
     ctx->stats.fs_calls++;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         int ok = close(fd) == 0;

@@ -429,14 +429,17 @@ mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, in
 /* ---- answering paths from a staged image's index (the audit and preload
  * libraries of `mpiimport run`) ---- */
 
-/* 1: the listings say path does not exist; 0: they cannot tell, or it does.
- * The nearest ancestor with a known listing (or miss) decides. */
-static int known_absent(const mpii_image *index, const char *path)
+/* What the listings say of a plain absolute path (no "//", ".", "..", no
+ * trailing "/"): ABSENT (it does not exist), NOTDIR (a component before its
+ * last is a regular file, or a link to one: the file system says ENOTDIR),
+ * or UNKNOWN (they cannot tell, or it exists). The nearest ancestor with a
+ * known listing (or miss) decides. */
+static mpii_stage_answer known_absent(const mpii_image *index, const char *path)
 {
     char dir[ROOT_MAX];
     size_t len = strnlen(path, sizeof dir);
     if (len >= sizeof dir)
-        return 0;
+        return MPII_ANSWER_UNKNOWN;
     memcpy(dir, path, len + 1);
     for (char *slash = strrchr(dir, '/'); slash != NULL; slash = strrchr(dir, '/')) {
         const char *child = path + (slash - dir) + 1; /* the component below this ancestor */
@@ -446,25 +449,157 @@ static int known_absent(const mpii_image *index, const char *path)
             slash[1] = '\0';
         else
             *slash = '\0';
-        if (mpii_image_lookup(index, MPII_ENTRY_MISS, dir) != NULL)
-            return 1;
+        const mpii_entry *miss = mpii_image_lookup(index, MPII_ENTRY_MISS, dir);
+        if (miss != NULL) /* an ancestor that is not there, or is no directory */
+            return (miss->flags & MPII_MISS_NOT_DIR) ? MPII_ANSWER_NOTDIR : MPII_ANSWER_ABSENT;
         const mpii_entry *listing = mpii_image_lookup(index, MPII_ENTRY_LISTING, dir);
         if (listing != NULL) {
             char name[256];
             size_t nlen = end != NULL ? (size_t)(end - child) : strlen(child);
             if (nlen == 0 || nlen >= sizeof name)
-                return 0;
+                return MPII_ANSWER_UNKNOWN;
             memcpy(name, child, nlen);
             name[nlen] = '\0';
             int type = mpii_listing_find(listing, name);
             if (type == 0)
-                return 1;
-            return end != NULL && type != MPII_DIRENT_DIR;
+                return MPII_ANSWER_ABSENT;
+            if (end == NULL || type == MPII_DIRENT_DIR)
+                return MPII_ANSWER_UNKNOWN;
+            /* a path through a regular file: ENOTDIR; through anything else
+             * (a dangling link, a socket) the image cannot tell */
+            return type == MPII_DIRENT_FILE ? MPII_ANSWER_NOTDIR : MPII_ANSWER_UNKNOWN;
         }
         if (at_root)
             break;
     }
-    return 0;
+    return MPII_ANSWER_UNKNOWN;
+}
+
+/* The answer for a plain absolute path (see known_absent). */
+static mpii_stage_answer resolve_plain(const mpii_image *index, const char *root, const char *path,
+                                       char *staged, size_t cap)
+{
+    const mpii_entry *e = mpii_image_lookup(index, MPII_ENTRY_FILE, path);
+    if (e != NULL && (e->flags & MPII_FILE_STAGED)) {
+        int n = snprintf(staged, cap, "%s%s", root, path);
+        return n > 0 && (size_t)n < cap ? MPII_ANSWER_STAGED : MPII_ANSWER_UNKNOWN;
+    }
+    if (mpii_image_lookup(index, MPII_ENTRY_LISTING, path) != NULL) {
+        int n = snprintf(staged, cap, "%s%s", root, strcmp(path, "/") == 0 ? "" : path);
+        if (cap > 0 && (n < 0 || (size_t)n >= cap))
+            staged[0] = '\0'; /* (the staged directory's name does not fit: none) */
+        return MPII_ANSWER_DIR;
+    }
+    /* a miss of the path itself (not the not-a-directory kind, which says
+     * the path exists as something else) */
+    const mpii_entry *miss = mpii_image_lookup(index, MPII_ENTRY_MISS, path);
+    if (miss != NULL && !(miss->flags & MPII_MISS_NOT_DIR))
+        return MPII_ANSWER_ABSENT;
+    return known_absent(index, path);
+}
+
+/* 1 when path needs no walk: no "//", no "." or ".." component, no
+ * trailing "/" (the index holds paths spelled so). */
+static int plain_path(const char *path)
+{
+    for (const char *p = path; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        if (p[1] == '/' || (p[1] == '\0' && p != path))
+            return 0;
+        if (p[1] == '.' && (p[2] == '/' || p[2] == '\0' || (p[2] == '.' && (p[3] == '/' || p[3] == '\0'))))
+            return 0;
+    }
+    return 1;
+}
+
+/* The walk of a path with "//", ".", ".." or a trailing "/", as the kernel
+ * does it: out receives the path spelled plainly. A "." or a trailing "/"
+ * needs the part before it to be a directory (a link to one will do); a ".."
+ * needs it to be a directory that is no symbolic link (".." of a link's
+ * target is the target's parent): then it removes that last component
+ * (the components before it resolve the same either way). Returns UNKNOWN
+ * with *sure 1 when out is the plain spelling; otherwise the answer the
+ * walk found on its way (ABSENT, NOTDIR) or UNKNOWN with *sure 0 (the image
+ * cannot tell: a part it does not know) or -1 (a ".." after a directory the
+ * image knows, which is, or may be, a symbolic link). *need_dir: the path must
+ * name a directory (it ends in "/", "/." or "/.."). */
+static mpii_stage_answer walk(const mpii_image *index, const char *root, const char *path, char *out,
+                              size_t cap, int *sure, int *need_dir)
+{
+    char scratch[ROOT_MAX + 64];
+    size_t o = 1;
+    *sure = 0;
+    *need_dir = 0;
+    if (cap < 2)
+        return MPII_ANSWER_UNKNOWN;
+    out[0] = '/';
+    out[1] = '\0';
+    for (const char *p = path; *p != '\0';) {
+        while (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        int dot = n == 1 && p[0] == '.', dotdot = n == 2 && p[0] == '.' && p[1] == '.';
+        if (n == 0) { /* a trailing "/" */
+            *need_dir = o > 1;
+            break;
+        }
+        if (dot || dotdot) {
+            *need_dir = 1;
+            if (o > 1) { /* "/." and "/.." are "/" */
+                mpii_stage_answer a = resolve_plain(index, root, out, scratch, sizeof scratch);
+                char dir[ROOT_MAX];
+                const char *name = NULL;
+                if (a == MPII_ANSWER_UNKNOWN && parent_of(out, dir, sizeof dir, &name) &&
+                    mpii_listing_find(mpii_image_lookup(index, MPII_ENTRY_LISTING, dir), name) ==
+                        MPII_DIRENT_DIR)
+                    a = MPII_ANSWER_DIR; /* its directory's listing says it is one */
+                if (a == MPII_ANSWER_STAGED)
+                    return MPII_ANSWER_NOTDIR;
+                if (a != MPII_ANSWER_DIR)
+                    return a; /* ABSENT, NOTDIR, or UNKNOWN (not sure) */
+                if (dotdot) {
+                    if (mpii_stage_image_is_link(index, out) != 0) {
+                        *sure = -1;
+                        return MPII_ANSWER_UNKNOWN;
+                    }
+                    while (o > 1 && out[o - 1] != '/')
+                        o--;
+                    if (o > 1)
+                        o--; /* the slash before it, but "/" stays */
+                    out[o] = '\0';
+                }
+            }
+        } else {
+            if (o + (o > 1) + n >= cap)
+                return MPII_ANSWER_UNKNOWN;
+            if (o > 1)
+                out[o++] = '/';
+            memcpy(out + o, p, n);
+            o += n;
+            out[o] = '\0';
+            *need_dir = 0;
+        }
+        p += n;
+    }
+    *sure = 1;
+    return MPII_ANSWER_UNKNOWN;
+}
+
+int mpii_stage_image_plain(const mpii_image *index, const char *path, char *out, size_t cap)
+{
+    if (index == NULL || path == NULL || path[0] != '/' || out == NULL)
+        return 0;
+    if (plain_path(path)) {
+        int n = snprintf(out, cap, "%s", path);
+        return n > 0 && (size_t)n < cap;
+    }
+    int sure = 0, need_dir = 0;
+    mpii_stage_answer a = walk(index, "", path, out, cap, &sure, &need_dir);
+    if (sure < 0)
+        return -1;
+    return a == MPII_ANSWER_UNKNOWN && sure == 1;
 }
 
 mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
@@ -472,19 +607,17 @@ mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *
 {
     if (index == NULL || root == NULL || path == NULL || path[0] != '/')
         return MPII_ANSWER_UNKNOWN;
-    const mpii_entry *e = mpii_image_lookup(index, MPII_ENTRY_FILE, path);
-    if (e != NULL && (e->flags & MPII_FILE_STAGED)) {
-        int n = snprintf(staged, cap, "%s%s", root, path);
-        return n > 0 && (size_t)n < cap ? MPII_ANSWER_STAGED : MPII_ANSWER_UNKNOWN;
-    }
-    if (mpii_image_lookup(index, MPII_ENTRY_LISTING, path) != NULL)
-        return MPII_ANSWER_DIR;
-    /* a miss of the path itself (not the not-a-directory kind, which says
-     * the path exists as something else) */
-    const mpii_entry *miss = mpii_image_lookup(index, MPII_ENTRY_MISS, path);
-    if (miss != NULL && !(miss->flags & MPII_MISS_NOT_DIR))
-        return MPII_ANSWER_ABSENT;
-    return known_absent(index, path) ? MPII_ANSWER_ABSENT : MPII_ANSWER_UNKNOWN;
+    if (plain_path(path))
+        return resolve_plain(index, root, path, staged, cap);
+    char plain[ROOT_MAX];
+    int sure = 0, need_dir = 0;
+    mpii_stage_answer a = walk(index, root, path, plain, sizeof plain, &sure, &need_dir);
+    if (sure != 1)
+        return a;
+    a = resolve_plain(index, root, plain, staged, cap);
+    if (need_dir && a == MPII_ANSWER_STAGED)
+        return MPII_ANSWER_NOTDIR; /* "file/", "file/.": ENOTDIR */
+    return a;
 }
 
 int mpii_stage_image_program(const mpii_image *index, const char *root, const char *path,

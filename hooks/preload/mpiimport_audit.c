@@ -120,7 +120,7 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
             return staged;
         }
     }
-    if (ans == MPII_ANSWER_ABSENT || ans == MPII_ANSWER_DIR) {
+    if (ans == MPII_ANSWER_ABSENT || ans == MPII_ANSWER_NOTDIR || ans == MPII_ANSWER_DIR) {
         a->skipped++;
         return NULL; /* no such file, or a directory: nothing to load there */
     }

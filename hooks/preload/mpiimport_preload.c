@@ -11,7 +11,14 @@
  *           on the shared file system;
  *   DIR     stat, access: the staged directory when it exists;
  *   else    the real call on P.
- * Writing (O_WRONLY, O_RDWR, O_CREAT, fopen "w"/"a"/"+") always goes to P.
+ * (NOTDIR, "file/." or "file/x": ENOTDIR, like ABSENT.) Any spelling of P
+ * ("//", ".", "..", a trailing "/") is answered as the file system would, or
+ * passes through (mpii_stage_image_resolve).
+ * Writing (O_WRONLY, O_RDWR, O_CREAT, fopen "w"/"a"/"+") always goes to P,
+ * and every call that changes a path first marks its directory live (see
+ * "the live set" below): from then on, that directory and everything in it
+ * passes through, in this process and the processes it starts
+ * (MPIIMPORT_RUN_LIVE), so the program sees its own writes.
  * lstat and readlink of a path the image holds (a file or a listed
  * directory) are answered when its directory's listing says it is no
  * symbolic link (the stage holds the target's bytes, not the link): lstat
@@ -36,11 +43,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <utime.h>
 #include <unistd.h>
 
 #include "mpiimport/checksum.h"
@@ -59,8 +69,171 @@ static struct preload_state {
     char log_busy;     /* a spin lock around log (threads) */
 } g_preload;
 
+/* ---- the live set: directories this process (or the process that
+ * started it) changed. Every answer for a live directory, and for any path
+ * in or below it, is UNKNOWN: the call passes through, so the program sees
+ * its own creates, writes, renames, unlinks and mkdirs at once. One
+ * append-only buffer, "MPIIMPORT_RUN_LIVE=" then the directories separated
+ * by ':' (the environment entry a child is given, read back by its
+ * constructor); readers scan it without a lock up to the published length;
+ * writers append under a spin lock. Full, or a directory with a ':' in its
+ * name: everything is live ("/"). No malloc: a vfork child may get here. */
+
+#define LIVE_VAR "MPIIMPORT_RUN_LIVE"
+#define LIVE_HEAD (sizeof LIVE_VAR) /* "MPIIMPORT_RUN_LIVE=" */
+#define LIVE_CAP 16384
+
+static struct {
+    char env[LIVE_CAP];
+    size_t len; /* published length of env (atomic) */
+    int all;    /* everything is live (atomic) */
+    char busy;
+    pid_t pid; /* this process (not a vfork child of it): may setenv */
+} g_live = {.env = LIVE_VAR "=", .len = LIVE_HEAD};
+
+static int live_any(void)
+{
+    return __atomic_load_n(&g_live.len, __ATOMIC_ACQUIRE) > LIVE_HEAD ||
+           __atomic_load_n(&g_live.all, __ATOMIC_ACQUIRE);
+}
+
+/* 1 when the plain absolute path p (n bytes) is a live directory or lies
+ * below one. */
+static int live_covers(const char *p, size_t n)
+{
+    if (__atomic_load_n(&g_live.all, __ATOMIC_ACQUIRE))
+        return 1;
+    size_t len = __atomic_load_n(&g_live.len, __ATOMIC_ACQUIRE);
+    for (size_t at = LIVE_HEAD; at < len;) {
+        const char *d = g_live.env + at;
+        const char *colon = memchr(d, ':', len - at);
+        size_t dl = colon != NULL ? (size_t)(colon - d) : len - at;
+        if (dl == 1 && d[0] == '/')
+            return 1;
+        if (dl <= n && memcmp(p, d, dl) == 0 && (dl == n || p[dl] == '/'))
+            return 1;
+        at += dl + 1;
+    }
+    return 0;
+}
+
+/* path (absolute) spelled plainly into out, lexically: "//" and "." go,
+ * ".." removes the component before it; *dotdot: it had a "..". 0 when it
+ * does not fit. */
+static int lexical(const char *path, char *out, size_t cap, int *dotdot)
+{
+    size_t o = 1;
+    *dotdot = 0;
+    if (cap < 2 || path[0] != '/')
+        return 0;
+    out[0] = '/';
+    for (const char *p = path; *p != '\0';) {
+        while (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || (n == 1 && p[0] == '.')) {
+            /* nothing */
+        } else if (n == 2 && p[0] == '.' && p[1] == '.') {
+            *dotdot = 1;
+            while (o > 1 && out[o - 1] != '/')
+                o--;
+            if (o > 1)
+                o--;
+        } else {
+            if (o + 1 + n >= cap)
+                return 0;
+            if (o > 1)
+                out[o++] = '/';
+            memcpy(out + o, p, n);
+            o += n;
+        }
+        p += n;
+    }
+    out[o] = '\0';
+    return 1;
+}
+
+/* 1 when absolute path is live (its plain spelling is). */
+static int is_live(const char *path)
+{
+    if (!live_any() || path == NULL || path[0] != '/')
+        return 0;
+    char plain[PATH_CAP];
+    int dotdot = 0;
+    if (!lexical(path, plain, sizeof plain, &dotdot))
+        return 1; /* too long to tell: pass through */
+    return live_covers(plain, strlen(plain));
+}
+
+static void live_all(void) { __atomic_store_n(&g_live.all, 1, __ATOMIC_RELEASE); }
+
+/* The environment's MPIIMPORT_RUN_LIVE made the current set (for system(),
+ * popen(), posix_spawn() and execv() children, which read environ). Not in
+ * a vfork child (its heap is its parent's). Called with the lock held. */
+static void live_publish(void)
+{
+    if (g_live.pid != getpid())
+        return;
+    char value[LIVE_CAP];
+    size_t len = __atomic_load_n(&g_live.len, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&g_live.all, __ATOMIC_ACQUIRE)) {
+        memcpy(value, "/", 2);
+    } else {
+        memcpy(value, g_live.env + LIVE_HEAD, len - LIVE_HEAD);
+        value[len - LIVE_HEAD] = '\0';
+    }
+    int rc = setenv(LIVE_VAR, value, 1);
+    (void)rc; /* no memory: the children see less (execve still passes the set on) */
+}
+
+/* Adds the plain absolute directory dir (n bytes) to the live set. */
+static void live_add(const char *dir, size_t n)
+{
+    if (live_covers(dir, n))
+        return;
+    while (__atomic_test_and_set(&g_live.busy, __ATOMIC_ACQUIRE))
+        ;
+    size_t len = g_live.len;
+    if (!live_covers(dir, n)) {
+        size_t sep = len > LIVE_HEAD;
+        if (memchr(dir, ':', n) != NULL || len + sep + n >= LIVE_CAP) {
+            live_all();
+        } else {
+            if (sep)
+                g_live.env[len] = ':';
+            memcpy(g_live.env + len + sep, dir, n);
+            g_live.env[len + sep + n] = '\0';
+            __atomic_store_n(&g_live.len, len + sep + n, __ATOMIC_RELEASE);
+        }
+        live_publish();
+    }
+    __atomic_clear(&g_live.busy, __ATOMIC_RELEASE);
+}
+
+static void live_after_fork(void) { g_live.pid = getpid(); }
+
+/* The set this process was started with (MPIIMPORT_RUN_LIVE). */
+static void live_init(void)
+{
+    g_live.pid = getpid();
+    int rc = pthread_atfork(NULL, NULL, live_after_fork);
+    (void)rc; /* without it a forked child does not setenv: its children get the set by execve */
+    const char *v = getenv(LIVE_VAR);
+    for (const char *p = v; p != NULL && *p != '\0';) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon != NULL ? (size_t)(colon - p) : strlen(p);
+        if (n == 1 && p[0] == '/')
+            live_all();
+        else if (n > 1 && p[0] == '/')
+            live_add(p, n);
+        p += n + (colon != NULL);
+    }
+}
+
 __attribute__((constructor)) static void preload_init(void)
 {
+    live_init();
     struct preload_state *s = &g_preload;
     /* the program sees LD_LIBRARY_PATH as it was (`mpiimport run` pointed
      * ld.so's copy at staged directories) */
@@ -130,8 +303,8 @@ __attribute__((destructor)) static void preload_fini(void)
 static mpii_stage_answer answer(const char *path, char *staged)
 {
     struct preload_state *s = &g_preload;
-    if (s->loading || path == NULL || path[0] != '/')
-        return MPII_ANSWER_UNKNOWN;
+    if (s->loading || path == NULL || path[0] != '/' || is_live(path))
+        return MPII_ANSWER_UNKNOWN; /* (a live path is not logged: the program's own data) */
     mpii_stage_answer a = s->index != NULL ? mpii_stage_image_resolve(s->index, s->root, path, staged, PATH_CAP)
                                            : MPII_ANSWER_UNKNOWN;
     if (a == MPII_ANSWER_UNKNOWN && s->log.fd >= 0) {
@@ -176,6 +349,9 @@ static const char *route(const char *path, char *staged, int for_read)
     case MPII_ANSWER_ABSENT:
         errno = ENOENT;
         return NULL;
+    case MPII_ANSWER_NOTDIR:
+        errno = ENOTDIR;
+        return NULL;
     default:
         return path;
     }
@@ -186,10 +362,10 @@ static const char *route(const char *path, char *staged, int for_read)
 static const char *route_dir(const char *path, char *staged, int for_read)
 {
     if (for_read && answer(path, staged) == MPII_ANSWER_DIR) {
+        /* (staged: the staged directory, named plainly, or "") */
         REAL(int (*)(const char *, struct stat *), stat);
         struct stat sb;
-        if (snprintf(staged, PATH_CAP, "%s%s", g_preload.root, path) < PATH_CAP &&
-            real_stat != NULL && real_stat(staged, &sb) == 0 && S_ISDIR(sb.st_mode))
+        if (staged[0] == '/' && real_stat != NULL && real_stat(staged, &sb) == 0 && S_ISDIR(sb.st_mode))
             return staged;
         return path;
     }
@@ -204,8 +380,9 @@ static const char *directory(const char *path, char *staged, int flags)
 {
     if (!reads_only(flags))
         return path;
-    if (answer(path, staged) == MPII_ANSWER_ABSENT) {
-        errno = ENOENT;
+    mpii_stage_answer a = answer(path, staged);
+    if (a == MPII_ANSWER_ABSENT || a == MPII_ANSWER_NOTDIR) {
+        errno = a == MPII_ANSWER_ABSENT ? ENOENT : ENOTDIR;
         return NULL;
     }
     const char *whole = staged_listing(path, staged);
@@ -216,6 +393,135 @@ static mode_t mode_arg(int flags, va_list ap)
 {
     return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
 }
+
+/* ---- what the program changes: every call that creates, writes,
+ * truncates, renames, removes or changes the metadata of a path marks, BEFORE
+ * the real call, the directory it is in live (both for rename and link), and
+ * the path itself when it is or becomes a directory (mkdir, rmdir, rename,
+ * symlink, chmod/chown/utime-style calls), when the image knows that
+ * directory (or the path). A directory the image thinks absent (made by
+ * another process) is replaced by its nearest ancestor the image lists. A
+ * relative path is joined to the working directory (getcwd) or to dirfd's
+ * directory (/proc/self/fd); when that fails, or a ".." follows a directory
+ * that is or may be a symbolic link, everything is live from then on. No
+ * call on the file system otherwise: what the image knows is in memory. ---- */
+
+static void live_everything(void)
+{
+    while (__atomic_test_and_set(&g_live.busy, __ATOMIC_ACQUIRE))
+        ;
+    if (!__atomic_load_n(&g_live.all, __ATOMIC_ACQUIRE)) {
+        live_all();
+        live_publish();
+    }
+    __atomic_clear(&g_live.busy, __ATOMIC_RELEASE);
+}
+
+/* path (relative to dirfd) as a plain absolute path in out; 0 when that
+ * cannot be told. */
+static int mark_absolute(int dirfd, const char *path, char *out, size_t cap)
+{
+    char joined[PATH_CAP];
+    size_t n = 0;
+    if (path[0] != '/') {
+        if (dirfd == AT_FDCWD) {
+            if (getcwd(joined, sizeof joined) == NULL)
+                return 0;
+        } else {
+            char link[64];
+            REAL(ssize_t (*)(const char *, char *, size_t), readlink);
+            if (real_readlink == NULL || snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd) >= (int)sizeof link)
+                return 0;
+            ssize_t r = real_readlink(link, joined, sizeof joined - 1);
+            if (r <= 0 || joined[0] != '/')
+                return 0;
+            joined[r] = '\0';
+        }
+        n = strlen(joined);
+        if (n + 1 >= sizeof joined)
+            return 0;
+        joined[n++] = '/';
+    }
+    if (snprintf(joined + n, sizeof joined - n, "%s", path) >= (int)(sizeof joined - n))
+        return 0;
+    int dotdot = 0;
+    if (!lexical(joined, out, cap, &dotdot))
+        return 0;
+    char plain[PATH_CAP];
+    return !dotdot || mpii_stage_image_plain(g_preload.index, joined, plain, sizeof plain) >= 0;
+}
+
+/* The length of the parent of the plain absolute path p (n bytes). */
+static size_t parent_len(const char *p, size_t n)
+{
+    while (n > 1 && p[n - 1] != '/')
+        n--;
+    return n > 1 ? n - 1 : 1;
+}
+
+/* 1 when a top of the image (.mpiimport/roots) lies below p. */
+static int top_below(const char *p, size_t n)
+{
+    const char *r = g_preload.roots;
+    for (; r != NULL && *r != '\0'; r = strchr(r, '\n'), r = r != NULL ? r + 1 : NULL) {
+        if (r[0] != '\0' && r[1] == ' ' && strncmp(r + 2, p, n) == 0 && (n == 1 || r[2 + n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
+static int image_knows(const char *p)
+{
+    const struct preload_state *s = &g_preload;
+    char staged[PATH_CAP];
+    return mpii_stage_image_resolve(s->index, s->root, p, staged, sizeof staged) != MPII_ANSWER_UNKNOWN;
+}
+
+/* A directory becomes live: itself, or its nearest ancestor the image does
+ * not think absent (that one's listing lacks it). */
+static void mark_dir(char *dir, size_t n)
+{
+    const struct preload_state *s = &g_preload;
+    char staged[PATH_CAP];
+    while (n > 1) {
+        mpii_stage_answer a = mpii_stage_image_resolve(s->index, s->root, dir, staged, sizeof staged);
+        if (a != MPII_ANSWER_ABSENT && a != MPII_ANSWER_NOTDIR)
+            break;
+        n = parent_len(dir, n);
+        dir[n] = '\0';
+    }
+    live_add(dir, n);
+}
+
+/* self: the path itself is, or becomes, a directory. */
+static void mark(int dirfd, const char *path, int self)
+{
+    const struct preload_state *s = &g_preload;
+    if (s->index == NULL || s->loading || path == NULL || path[0] == '\0')
+        return;
+    char plain[PATH_CAP], parent[PATH_CAP];
+    if (!mark_absolute(dirfd, path, plain, sizeof plain)) {
+        live_everything();
+        return;
+    }
+    size_t n = strlen(plain), pn = parent_len(plain, n);
+    memcpy(parent, plain, pn);
+    parent[pn] = '\0';
+    if (live_covers(parent, pn) && (!self || live_covers(plain, n)))
+        return;
+    if (!image_knows(parent) && !image_knows(plain) && !(self && top_below(plain, n)))
+        return; /* nothing the image says depends on it */
+    mark_dir(parent, pn);
+    if (self)
+        mark_dir(plain, n);
+}
+
+static int writes_mode(const char *mode)
+{
+    return mode != NULL && (mode[0] != 'r' || strchr(mode, '+') != NULL);
+}
+
+#define MARKS_OPEN(flags) (!reads_only(flags) || ((flags) & O_APPEND))
 
 /* ---- open ---- */
 
@@ -228,6 +534,8 @@ static mode_t mode_arg(int flags, va_list ap)
         va_end(ap);                                                            \
         REAL(int (*)(const char *, int, ...), name);                           \
         char staged[PATH_CAP];                                                 \
+        if (MARKS_OPEN(flags))                                                 \
+            mark(AT_FDCWD, path, (flags & O_DIRECTORY) != 0);                  \
         const char *p = (flags & O_DIRECTORY) ? directory(path, staged, flags) \
                         : route(path, staged, reads_only(flags));           \
         if (p == NULL)                                                         \
@@ -246,6 +554,8 @@ DEFINE_OPEN(open64)
         va_end(ap);                                                            \
         REAL(int (*)(int, const char *, int, ...), name);                      \
         char staged[PATH_CAP];                                                 \
+        if (MARKS_OPEN(flags))                                                 \
+            mark(dirfd, path, (flags & O_DIRECTORY) != 0);                     \
         const char *p = path;                                                  \
         if (is_absolute(path))                                                 \
             p = (flags & O_DIRECTORY) ? directory(path, staged, flags)         \
@@ -262,6 +572,8 @@ DEFINE_OPENAT(openat64)
     {                                                                          \
         REAL(int (*)(const char *, int), name);                                \
         char staged[PATH_CAP];                                                 \
+        if (MARKS_OPEN(flags))                                                 \
+            mark(AT_FDCWD, path, (flags & O_DIRECTORY) != 0);                  \
         const char *p = (flags & O_DIRECTORY) ? directory(path, staged, flags) \
                         : route(path, staged, reads_only(flags));           \
         if (p == NULL)                                                         \
@@ -277,6 +589,8 @@ DEFINE_OPEN_2(__open64_2)
         REAL(FILE * (*)(const char *, const char *), name);                    \
         char staged[PATH_CAP];                                                 \
         int ro = mode != NULL && mode[0] == 'r' && strchr(mode, '+') == NULL;  \
+        if (writes_mode(mode))                                                 \
+            mark(AT_FDCWD, path, 0);                                           \
         const char *p = route(path, staged, ro);                            \
         if (p == NULL)                                                         \
             return NULL;                                                       \
@@ -284,6 +598,228 @@ DEFINE_OPEN_2(__open64_2)
     }
 DEFINE_FOPEN(fopen)
 DEFINE_FOPEN(fopen64)
+
+#define DEFINE_FREOPEN(name)                                                   \
+    FILE *name(const char *path, const char *mode, FILE *stream)               \
+    {                                                                          \
+        REAL(FILE * (*)(const char *, const char *, FILE *), name);            \
+        if (writes_mode(mode)) /* (path NULL: the same file; mark passes it by) */ \
+            mark(AT_FDCWD, path, 0);                                           \
+        return real_##name(path, mode, stream);                                \
+    }
+DEFINE_FREOPEN(freopen)
+DEFINE_FREOPEN(freopen64)
+
+#define DEFINE_CREAT(name)                                                     \
+    int name(const char *path, mode_t mode)                                    \
+    {                                                                          \
+        REAL(int (*)(const char *, mode_t), name);                             \
+        mark(AT_FDCWD, path, 0);                                               \
+        return real_##name(path, mode);                                        \
+    }
+DEFINE_CREAT(creat)
+DEFINE_CREAT(creat64)
+
+#define DEFINE_TRUNCATE(name)                                                  \
+    int name(const char *path, off_t length)                                   \
+    {                                                                          \
+        REAL(int (*)(const char *, off_t), name);                              \
+        mark(AT_FDCWD, path, 0);                                               \
+        return real_##name(path, length);                                      \
+    }
+DEFINE_TRUNCATE(truncate)
+DEFINE_TRUNCATE(truncate64)
+
+/* ---- the other calls that change what a path shows ---- */
+
+int rename(const char *from, const char *to)
+{
+    REAL(int (*)(const char *, const char *), rename);
+    mark(AT_FDCWD, from, 1);
+    mark(AT_FDCWD, to, 1);
+    return real_rename(from, to);
+}
+
+int renameat(int fromfd, const char *from, int tofd, const char *to)
+{
+    REAL(int (*)(int, const char *, int, const char *), renameat);
+    mark(fromfd, from, 1);
+    mark(tofd, to, 1);
+    return real_renameat(fromfd, from, tofd, to);
+}
+
+int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned int flags)
+{
+    REAL(int (*)(int, const char *, int, const char *, unsigned int), renameat2);
+    mark(fromfd, from, 1);
+    mark(tofd, to, 1);
+    return real_renameat2(fromfd, from, tofd, to, flags);
+}
+
+int unlink(const char *path)
+{
+    REAL(int (*)(const char *), unlink);
+    mark(AT_FDCWD, path, 0);
+    return real_unlink(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+    REAL(int (*)(int, const char *, int), unlinkat);
+    mark(dirfd, path, (flags & AT_REMOVEDIR) != 0);
+    return real_unlinkat(dirfd, path, flags);
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    REAL(int (*)(const char *, mode_t), mkdir);
+    mark(AT_FDCWD, path, 1);
+    return real_mkdir(path, mode);
+}
+
+int mkdirat(int dirfd, const char *path, mode_t mode)
+{
+    REAL(int (*)(int, const char *, mode_t), mkdirat);
+    mark(dirfd, path, 1);
+    return real_mkdirat(dirfd, path, mode);
+}
+
+int rmdir(const char *path)
+{
+    REAL(int (*)(const char *), rmdir);
+    mark(AT_FDCWD, path, 1);
+    return real_rmdir(path);
+}
+
+int link(const char *from, const char *to)
+{
+    REAL(int (*)(const char *, const char *), link);
+    mark(AT_FDCWD, from, 0); /* (its link count changes) */
+    mark(AT_FDCWD, to, 0);
+    return real_link(from, to);
+}
+
+int linkat(int fromfd, const char *from, int tofd, const char *to, int flags)
+{
+    REAL(int (*)(int, const char *, int, const char *, int), linkat);
+    mark(fromfd, from, 0); /* ("" with AT_EMPTY_PATH: nothing) */
+    mark(tofd, to, 0);
+    return real_linkat(fromfd, from, tofd, to, flags);
+}
+
+int symlink(const char *target, const char *path)
+{
+    REAL(int (*)(const char *, const char *), symlink);
+    mark(AT_FDCWD, path, 1);
+    return real_symlink(target, path);
+}
+
+int symlinkat(const char *target, int dirfd, const char *path)
+{
+    REAL(int (*)(const char *, int, const char *), symlinkat);
+    mark(dirfd, path, 1);
+    return real_symlinkat(target, dirfd, path);
+}
+
+int mknod(const char *path, mode_t mode, dev_t dev)
+{
+    REAL(int (*)(const char *, mode_t, dev_t), mknod);
+    mark(AT_FDCWD, path, 0);
+    return real_mknod(path, mode, dev);
+}
+
+int mknodat(int dirfd, const char *path, mode_t mode, dev_t dev)
+{
+    REAL(int (*)(int, const char *, mode_t, dev_t), mknodat);
+    mark(dirfd, path, 0);
+    return real_mknodat(dirfd, path, mode, dev);
+}
+
+int mkfifo(const char *path, mode_t mode)
+{
+    REAL(int (*)(const char *, mode_t), mkfifo);
+    mark(AT_FDCWD, path, 0);
+    return real_mkfifo(path, mode);
+}
+
+int mkfifoat(int dirfd, const char *path, mode_t mode)
+{
+    REAL(int (*)(int, const char *, mode_t), mkfifoat);
+    mark(dirfd, path, 0);
+    return real_mkfifoat(dirfd, path, mode);
+}
+
+/* metadata: a stat() of the path (or, for a directory, of itself) answered
+ * from the stage would show the old mode, owner or times */
+int chmod(const char *path, mode_t mode)
+{
+    REAL(int (*)(const char *, mode_t), chmod);
+    mark(AT_FDCWD, path, 1);
+    return real_chmod(path, mode);
+}
+
+int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
+{
+    REAL(int (*)(int, const char *, mode_t, int), fchmodat);
+    mark(dirfd, path, 1);
+    return real_fchmodat(dirfd, path, mode, flags);
+}
+
+int chown(const char *path, uid_t uid, gid_t gid)
+{
+    REAL(int (*)(const char *, uid_t, gid_t), chown);
+    mark(AT_FDCWD, path, 1);
+    return real_chown(path, uid, gid);
+}
+
+int lchown(const char *path, uid_t uid, gid_t gid)
+{
+    REAL(int (*)(const char *, uid_t, gid_t), lchown);
+    mark(AT_FDCWD, path, 1);
+    return real_lchown(path, uid, gid);
+}
+
+int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags)
+{
+    REAL(int (*)(int, const char *, uid_t, gid_t, int), fchownat);
+    mark(dirfd, path, 1);
+    return real_fchownat(dirfd, path, uid, gid, flags);
+}
+
+int utime(const char *path, const struct utimbuf *times)
+{
+    REAL(int (*)(const char *, const struct utimbuf *), utime);
+    mark(AT_FDCWD, path, 1);
+    return real_utime(path, times);
+}
+
+int utimes(const char *path, const struct timeval times[2])
+{
+    REAL(int (*)(const char *, const struct timeval[2]), utimes);
+    mark(AT_FDCWD, path, 1);
+    return real_utimes(path, times);
+}
+
+int lutimes(const char *path, const struct timeval times[2])
+{
+    REAL(int (*)(const char *, const struct timeval[2]), lutimes);
+    mark(AT_FDCWD, path, 1);
+    return real_lutimes(path, times);
+}
+
+int futimesat(int dirfd, const char *path, const struct timeval times[2])
+{
+    REAL(int (*)(int, const char *, const struct timeval[2]), futimesat);
+    mark(dirfd, path, 1); /* (NULL: dirfd's own file; mark passes it by) */
+    return real_futimesat(dirfd, path, times);
+}
+
+int utimensat(int dirfd, const char *path, const struct timespec times[2], int flags)
+{
+    REAL(int (*)(int, const char *, const struct timespec[2], int), utimensat);
+    mark(dirfd, path, 1); /* (NULL: dirfd's own file, glibc's futimens; mark passes it by) */
+    return real_utimensat(dirfd, path, times, flags);
+}
 
 /* ---- stat ---- */
 
@@ -305,6 +841,8 @@ DEFINE_STAT(stat64, struct stat64)
 static int is_link(const char *path)
 {
     const struct preload_state *s = &g_preload;
+    if (is_live(path))
+        return -1;
     int l = mpii_stage_image_is_link(s->index, path);
     if (l >= 0 || s->roots == NULL)
         return l;
@@ -321,8 +859,8 @@ static int is_link(const char *path)
 static const char *route_nofollow(const char *path, char *staged)
 {
     mpii_stage_answer a = answer(path, staged);
-    if (a == MPII_ANSWER_ABSENT) {
-        errno = ENOENT;
+    if (a == MPII_ANSWER_ABSENT || a == MPII_ANSWER_NOTDIR) {
+        errno = a == MPII_ANSWER_ABSENT ? ENOENT : ENOTDIR;
         return NULL;
     }
     if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) && is_link(path) == 0)
@@ -437,8 +975,8 @@ ssize_t readlink(const char *path, char *buf, size_t cap)
     REAL(ssize_t (*)(const char *, char *, size_t), readlink);
     char staged[PATH_CAP];
     mpii_stage_answer a = answer(path, staged);
-    if (a == MPII_ANSWER_ABSENT) {
-        errno = ENOENT;
+    if (a == MPII_ANSWER_ABSENT || a == MPII_ANSWER_NOTDIR) {
+        errno = a == MPII_ANSWER_ABSENT ? ENOENT : ENOTDIR;
         return -1;
     }
     if ((a == MPII_ANSWER_STAGED || a == MPII_ANSWER_DIR) && is_link(path) == 0) {
@@ -535,7 +1073,7 @@ ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t cap)
 static int staged_elf(const char *path, char *staged)
 {
     const struct preload_state *s = &g_preload;
-    return s->index != NULL && !s->loading &&
+    return s->index != NULL && !s->loading && !is_live(path) &&
            mpii_stage_image_program(s->index, s->root, path, staged, PATH_CAP);
 }
 
@@ -568,12 +1106,45 @@ static char **staged_library_path(char *const envp[])
     return copy;
 }
 
+/* The live set goes with every exec, whatever environment the caller built
+ * (Python's subprocess with env=dict(os.environ, ...) builds it from a copy
+ * taken before this process changed anything): envp without its
+ * MPIIMPORT_RUN_LIVE entry, and this process's set appended, in out (cap
+ * pointers) with the entry's text in entry (LIVE_CAP bytes). NULL: envp as
+ * it is (nothing live, or too many variables). No malloc (vfork). */
+static char *const *with_live_set(char *const envp[], char **out, size_t cap, char *entry)
+{
+    if (!live_any() || envp == NULL)
+        return envp;
+    size_t len = __atomic_load_n(&g_live.len, __ATOMIC_ACQUIRE), n = 0;
+    if (__atomic_load_n(&g_live.all, __ATOMIC_ACQUIRE)) {
+        memcpy(entry, LIVE_VAR "=/", LIVE_HEAD + 2);
+    } else {
+        memcpy(entry, g_live.env, len);
+        entry[len] = '\0';
+    }
+    for (size_t i = 0; envp[i] != NULL; i++) {
+        if (strncmp(envp[i], LIVE_VAR "=", LIVE_HEAD) == 0)
+            continue;
+        if (n + 2 > cap)
+            return envp;
+        out[n++] = envp[i];
+    }
+    out[n++] = entry;
+    out[n] = NULL;
+    return out;
+}
+
+#define EXEC_ENV_CAP 1024
+
 int execve(const char *path, char *const argv[], char *const envp[])
 {
     REAL(int (*)(const char *, char *const[], char *const[]), execve);
-    char staged[PATH_CAP];
+    char staged[PATH_CAP], entry[LIVE_CAP];
+    char *withlive[EXEC_ENV_CAP];
     char **env = staged_library_path(envp);
-    int rc = real_execve(staged_elf(path, staged) ? staged : path, argv, env != NULL ? env : envp);
+    char *const *use = with_live_set(env != NULL ? env : envp, withlive, EXEC_ENV_CAP, entry);
+    int rc = real_execve(staged_elf(path, staged) ? staged : path, argv, use);
     if (env != NULL) { /* exec failed: this process goes on */
         int saved = errno;
         for (size_t i = 0; env[i] != NULL; i++)
@@ -764,8 +1335,9 @@ DIR *opendir(const char *path)
 {
     REAL(DIR * (*)(const char *), opendir);
     char staged[PATH_CAP];
-    if (answer(path, staged) == MPII_ANSWER_ABSENT) {
-        errno = ENOENT;
+    mpii_stage_answer a = answer(path, staged);
+    if (a == MPII_ANSWER_ABSENT || a == MPII_ANSWER_NOTDIR) {
+        errno = a == MPII_ANSWER_ABSENT ? ENOENT : ENOTDIR;
         return NULL;
     }
     DIR *mine = listing_open(path);

@@ -579,21 +579,44 @@ static PyObject *Context_get_frozen(ContextObject *self, void *c)
     return PyBool_FromLong(mpii_context_frozen(self->ctx));
 }
 
-/* replay(path, trust) -> (reused, reread): a recorded list or packed image. */
+/* The interpreter a packed image's compiled code is for: the "[...]" that
+ * ends its label ("packed image of app.py [cpython-311 a70d0d0a]"), or NULL
+ * (a recorded list, a prefix image: no compiled code). */
+static const char *label_interpreter(char *label)
+{
+    size_t n = strnlen(label, MPII_IMAGE_LABEL_MAX);
+    if (n < 3 || label[n - 1] != ']')
+        return NULL;
+    char *open = strrchr(label, '[');
+    if (open == NULL || open == label || open[-1] != ' ')
+        return NULL;
+    label[n - 1] = '\0';
+    return open + 1;
+}
+
+/* replay(path, trust, facts_only, interpreter) -> (reused, reread): a recorded
+ * list or packed image. An image packed by another interpreter (its label's
+ * "[cache-tag magic]" differs from interpreter) is refused before anything
+ * of it is taken in. */
 static PyObject *Context_replay_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
+    const char *path, *interpreter = NULL;
     int trust = 0, facts_only = 0;
-    if (!PyArg_ParseTuple(args, "s|pp", &path, &trust, &facts_only))
+    if (!PyArg_ParseTuple(args, "s|ppz", &path, &trust, &facts_only, &interpreter))
         return NULL;
     NEED_CTX(self);
     unsigned flags = (trust ? MPII_REPLAY_TRUST : 0u) | (facts_only ? MPII_REPLAY_FACTS_ONLY : 0u);
     mpii_image *img = NULL;
     mpii_status st;
     uint64_t reused = 0, reread = 0;
+    char label[MPII_IMAGE_LABEL_MAX + 1] = "";
+    const char *packed_for = NULL;
     Py_BEGIN_ALLOW_THREADS
-    st = mpii_image_read_file(path, &img, NULL, 0);
-    if (st == MPII_OK)
+    st = mpii_image_read_file(path, &img, label, sizeof label);
+    if (st == MPII_OK && interpreter != NULL && (packed_for = label_interpreter(label)) != NULL &&
+        strcmp(packed_for, interpreter) == 0)
+        packed_for = NULL;
+    if (st == MPII_OK && packed_for == NULL)
         st = mpii_context_replay(self->ctx, img, flags, &reused, &reread);
     Py_END_ALLOW_THREADS
     mpii_image_destroy(img);
@@ -601,6 +624,10 @@ static PyObject *Context_replay_locked(ContextObject *self, PyObject *args)
         Py_RETURN_NONE;
     if (st != MPII_OK)
         return raise_status(self, st, path);
+    if (packed_for != NULL) {
+        PyErr_Format(self->error, "packed by another Python: %s, this one is %s", packed_for, interpreter);
+        return NULL;
+    }
     return Py_BuildValue("(KK)", (unsigned long long)reused, (unsigned long long)reread);
 }
 LOCKED_METHOD(replay)

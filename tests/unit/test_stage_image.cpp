@@ -99,11 +99,37 @@ TEST(StageImage, StagesOnceAnswersPathsAndKeepsMtimes)
                                        sizeof staged),
               MPII_ANSWER_ABSENT);
     EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/liba.so/x", staged, sizeof staged),
-              MPII_ANSWER_ABSENT);  // a file is no directory
+              MPII_ANSWER_NOTDIR);  // a file is no directory: ENOTDIR, as the file system says
     EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/sub/deeper.so", staged, sizeof staged),
               MPII_ANSWER_UNKNOWN);  // sub's listing is not in the image
     EXPECT_EQ(mpii_stage_image_resolve(index, root, "/elsewhere/x", staged, sizeof staged),
               MPII_ANSWER_UNKNOWN);
+    // every spelling answers as the file system would (issue 17 item 0)
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/.", staged, sizeof staged), MPII_ANSWER_DIR);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/", staged, sizeof staged), MPII_ANSWER_DIR);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "//orig//lib//libb.so", staged, sizeof staged),
+              MPII_ANSWER_STAGED);
+    EXPECT_EQ(std::string(staged), std::string(root) + "/orig/lib/libb.so");
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/./libb.so", staged, sizeof staged),
+              MPII_ANSWER_STAGED);
+    // sub is a listed directory and no link: ".." after it is /orig/lib
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/sub/../libb.so", staged, sizeof staged),
+              MPII_ANSWER_STAGED);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/sub/../nothing", staged, sizeof staged),
+              MPII_ANSWER_ABSENT);
+    // /orig/lib's own link-ness is unknown (its parent is not listed): ".." after it passes through
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/../lib/libb.so", staged, sizeof staged),
+              MPII_ANSWER_UNKNOWN);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/libb.so/", staged, sizeof staged),
+              MPII_ANSWER_NOTDIR);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/libb.so/.", staged, sizeof staged),
+              MPII_ANSWER_NOTDIR);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/none/.", staged, sizeof staged),
+              MPII_ANSWER_ABSENT);
+    char plain[4096];
+    EXPECT_EQ(mpii_stage_image_plain(index, "/orig/lib/sub/../x", plain, sizeof plain), 1);
+    EXPECT_EQ(std::string(plain), "/orig/lib/x");
+    EXPECT_EQ(mpii_stage_image_plain(index, "/orig/lib/../x", plain, sizeof plain), -1);
     mpii_image_destroy(index);
 
     int removed = 0;
@@ -216,6 +242,7 @@ TEST(StageImage, MakesListedDirectoriesAndKnowsLinks)
     mpii_image *index = nullptr;
     ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
     struct stat sb;
+    char staged_buf[8192];
     for (const char *d : {"", "/sub", "/dlink"}) {
         const std::string staged = std::string(root) + tree + d;
         EXPECT_TRUE(lstat(staged.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)) << staged;
@@ -226,6 +253,11 @@ TEST(StageImage, MakesListedDirectoriesAndKnowsLinks)
     EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/sub").c_str()), 0);
     EXPECT_EQ(mpii_stage_image_is_link(index, (tree + "/none").c_str()), -1);
     EXPECT_EQ(mpii_stage_image_is_link(index, tree.c_str()), -1); // its parent is not listed
+    // ".." after a listed symbolic link follows the link: the image cannot tell
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, (tree + "/dlink/../f.so").c_str(), staged_buf,
+                                       sizeof staged_buf), MPII_ANSWER_UNKNOWN);
+    EXPECT_EQ(mpii_stage_image_resolve(index, root, (tree + "/sub/../f.so").c_str(), staged_buf,
+                                       sizeof staged_buf), MPII_ANSWER_STAGED);
     mpii_image_destroy(index);
     // the tops, from one lstat() each at staging: tree is a directory, ltree a link
     std::ifstream roots(std::string(root) + "/.mpiimport/roots");

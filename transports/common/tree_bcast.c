@@ -64,7 +64,9 @@
  * Barrier. A binomial tree over the member list (all ranks, or a node's):
  * zero-byte messages gather up to member 0 and the release goes back down.
  * A barrier that times out stays in the tree's list and keeps being stepped
- * by later calls, so the other ranks' barriers still complete.
+ * by later calls, so the other ranks' barriers still complete; the next
+ * barrier call of the same kind (world, or over members) resumes it instead
+ * of starting another, so that a caller may wait in slices.
  *
  * Failure. A p2p error fails its broadcast (later waits on it return the same
  * error) without disturbing the others. Nothing here blocks without a bound.
@@ -159,7 +161,7 @@ struct mpii_bcast_req {
 struct tree_barrier {
     struct tree_barrier *prev, *next; /* the tree's list of barriers in progress */
     mpii_status error;
-    int orphaned; /* its caller timed out: free it once it completes */
+    int orphaned; /* its caller gave up on it (an error): free it once nothing is outstanding */
     int done;
     uint64_t tag_up, tag_down;
     int parent; /* world rank; -1 on member 0 */
@@ -188,6 +190,7 @@ struct mpii_tree {
     struct mpii_bcast_req *bcasts; /* oldest first */
     struct mpii_bcast_req *bcasts_tail;
     struct tree_barrier *barriers;
+    struct tree_barrier *resume[2]; /* a timed-out barrier (world, members): the next call's */
     /* Serialisation and background progress. */
     pthread_mutex_t lock;
     pthread_cond_t wake;   /* new work, or stop */
@@ -889,8 +892,16 @@ mpii_status mpii_tree_bcast_wait(mpii_tree *t, mpii_bcast_req *b, double timeout
     return st;
 }
 
+static mpii_status barrier_wait_locked(mpii_tree *t, struct tree_barrier *br, int kind,
+                                       double timeout_s);
+
 static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, double timeout_s)
 {
+    int kind = members != NULL;
+    struct tree_barrier *br = t->resume[kind];
+    t->resume[kind] = NULL;
+    if (br != NULL)
+        return barrier_wait_locked(t, br, kind, timeout_s);
     int me = -1;
     if (members == NULL) {
         count = t->size;
@@ -907,7 +918,7 @@ static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, d
         if (me < 0)
             return MPII_ERR_INVALID;
     }
-    struct tree_barrier *br = calloc(1, sizeof *br);
+    br = calloc(1, sizeof *br);
     if (br == NULL)
         return MPII_ERR_NOMEM;
     br->error = MPII_OK;
@@ -939,7 +950,14 @@ static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, d
     }
     if (st != MPII_OK)
         br->error = st;
+    return barrier_wait_locked(t, br, kind, timeout_s);
+}
 
+/* Waits for a barrier of the list; one that times out is kept for the next
+ * call of its kind (t->resume). */
+static mpii_status barrier_wait_locked(mpii_tree *t, struct tree_barrier *br, int kind, double timeout_s)
+{
+    mpii_status st;
     double started = mpii_monotonic_s(), last_move = started;
     for (;;) {
         int moved = 0;
@@ -964,7 +982,7 @@ static mpii_status barrier_locked(mpii_tree *t, const int *members, int count, d
             return MPII_OK;
         }
         if (wait_expired(started, timeout_s)) {
-            br->orphaned = 1; /* finished in the background, then freed */
+            t->resume[kind] = br; /* stepped in the background; the next call resumes it */
             return MPII_ERR_TIMEOUT;
         }
         if (moved)

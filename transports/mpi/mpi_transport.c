@@ -46,10 +46,11 @@
  * therefore tests, yields the CPU with sched_yield for a short while, and then
  * tests every MPII_MPI_SLEEP_NS with nanosleep in between, until done or the
  * timeout. A timed-out broadcast stays pending and resumes on the next wait.
- * A timed-out barrier cannot be resumed (the interface has no handle for it)
- * and MPI forbids freeing a pending collective request, so its request is
- * abandoned: it still completes inside MPI once the other ranks arrive, and
- * its small handle is leaked.
+ * A timed-out barrier stays pending too: the transport keeps its request
+ * (one per communicator), and the next barrier call on that communicator
+ * resumes it instead of starting another, so that a caller may wait for a
+ * barrier in slices (the end of a session does, checking between slices that
+ * its peers still live) and still match the other ranks' one barrier.
  *
  * Threads: MPI is initialised with MPI_THREAD_MULTIPLE when we initialise it;
  * the transport itself is not thread-safe (one thread at a time per
@@ -116,6 +117,8 @@ struct mpii_transport {
     struct mpii_bcast_channel channels[MPII_MPI_CHANNELS];
     MPI_Comm ctl_comm;
     MPI_Comm node_comm;
+    MPI_Request ctl_barrier;              /* a timed-out barrier, resumed by the next call */
+    MPI_Request node_barrier;
     int rank;
     int size;
     mpii_node_info node;
@@ -342,6 +345,8 @@ static mpii_status mpi_init(const mpii_transport_options *options, mpii_transpor
         t->channels[i].comm = MPI_COMM_NULL;
     t->ctl_comm = MPI_COMM_NULL;
     t->node_comm = MPI_COMM_NULL;
+    t->ctl_barrier = MPI_REQUEST_NULL;
+    t->node_barrier = MPI_REQUEST_NULL;
     t->self_keyval = MPI_KEYVAL_INVALID;
 
     if (!initialised) {
@@ -714,20 +719,24 @@ static mpii_status mpi_bcast_wait(mpii_transport *t, mpii_bcast_req *req, double
 
 /* ---- barriers ----------------------------------------------------------- */
 
-static mpii_status ibarrier_wait(MPI_Comm comm, double timeout_s)
+/* *pending: the communicator's barrier left by a timed-out call (resumed),
+ * else MPI_REQUEST_NULL (a new barrier starts). MPI_Test resets it to
+ * MPI_REQUEST_NULL once the barrier completes. */
+static mpii_status ibarrier_wait(MPI_Comm comm, MPI_Request *pending, double timeout_s)
 {
-    MPI_Request r = MPI_REQUEST_NULL;
-    if (MPI_Ibarrier(comm, &r) != MPI_SUCCESS)
+    if (*pending == MPI_REQUEST_NULL && MPI_Ibarrier(comm, pending) != MPI_SUCCESS) {
+        *pending = MPI_REQUEST_NULL;
         return MPII_ERR_TRANSPORT;
+    }
     double started = mpii_monotonic_s();
     for (;;) {
         int flag = 0;
-        if (MPI_Test(&r, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        if (MPI_Test(pending, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return MPII_ERR_TRANSPORT;
         if (flag)
             return MPII_OK;
         if (wait_expired(started, timeout_s))
-            return MPII_ERR_TIMEOUT; /* r is abandoned: see the header comment */
+            return MPII_ERR_TIMEOUT; /* still pending: the next call resumes it */
         wait_pause(started);
     }
 }
@@ -738,7 +747,7 @@ static mpii_status mpi_barrier(mpii_transport *t, double timeout_s)
         return MPII_ERR_TRANSPORT;
     if (t == NULL)
         return MPII_ERR_INVALID;
-    return ibarrier_wait(t->ctl_comm, timeout_s);
+    return ibarrier_wait(t->ctl_comm, &t->ctl_barrier, timeout_s);
 }
 
 static mpii_status mpi_node_barrier(mpii_transport *t, double timeout_s)
@@ -747,7 +756,7 @@ static mpii_status mpi_node_barrier(mpii_transport *t, double timeout_s)
         return MPII_ERR_TRANSPORT;
     if (t == NULL)
         return MPII_ERR_INVALID;
-    return ibarrier_wait(t->node_comm, timeout_s);
+    return ibarrier_wait(t->node_comm, &t->node_barrier, timeout_s);
 }
 
 const mpii_transport_ops mpii_mpi_ops = {

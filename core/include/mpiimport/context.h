@@ -56,8 +56,12 @@ typedef struct mpii_context mpii_context;
 mpii_status mpii_context_create(const mpii_config *cfg, const mpii_transport_ops *ops,
                                 mpii_context **out, char *err, size_t err_cap);
 /* Collective: see above; then removes this node's stage directory (when a
- * peer of the node did not arrive, the node's last live process does).
- * Safe to call twice. */
+ * peer of the node died, the node's last live process does). Its waits have
+ * no deadline: ranks may finish any time apart, and this one waits for the
+ * others as MPI_Finalize would, polling with a growing sleep (next to no
+ * CPU); it gives up (MPII_ERR_TIMEOUT) only once a process of this node's
+ * job is known dead (its registry entry names a pid that is gone). A dead
+ * peer on another node is the launcher's business. Safe to call twice. */
 mpii_status mpii_context_finish(mpii_context *ctx);
 void mpii_context_destroy(mpii_context *ctx);
 /* Not collective: this process stops using the node's stage (a fatal signal,

@@ -18,8 +18,9 @@
  *     per entry: u8 kind | u8 0 | u16 flags | u32 path length | u64 data length |
  *                i64 mtime (ns) | u64 size | path bytes | data bytes
  *
- * Listing data is a sequence of (u8 type | u16 name length | name bytes),
- * sorted by name, so lookups are binary searches. */
+ * Listing data is a sequence of (u8 type | u16 name length | name bytes) in
+ * the directory's own order (readdir's, what a plain os.listdir shows); a
+ * name index sorted when the image is built makes lookups binary searches. */
 #ifndef MPIIMPORT_IMAGE_H
 #define MPIIMPORT_IMAGE_H
 
@@ -33,8 +34,11 @@ extern "C" {
 #endif
 
 /* 2: listings mark symbolic links (MPII_DIRENT_LINK); version 1 images,
- * which cannot tell, are refused (pack again) */
-#define MPII_IMAGE_VERSION 2u
+ * which cannot tell, are refused (pack again).
+ * 3: listings keep the directory's order (version 2 sorted them by name);
+ * version 2 images are refused (pack again): their order is not the
+ * directory's, and a version 2 reader would refuse the new order. */
+#define MPII_IMAGE_VERSION 3u
 #define MPII_IMAGE_HEADER_SIZE 48u
 #define MPII_IMAGE_LABEL_MAX 1024u
 
@@ -55,6 +59,10 @@ typedef enum mpii_entry_kind {
 #define MPII_FILE_STAGED 0x8u
 /* MISS: the path exists but is not a directory (a zip file on sys.path, say). */
 #define MPII_MISS_NOT_DIR 0x2u
+/* MISS, with NOT_DIR: a file read found that a component of the path is not a
+ * directory (ENOTDIR: "pkg.egg-info/PKG-INFO" under an egg-info file), so
+ * nothing is at the path: it answers a file question too. */
+#define MPII_MISS_UNDER_FILE 0x4u
 
 typedef enum mpii_dirent_type {
     MPII_DIRENT_FILE = 1,  /* regular file, or symlink to one */
@@ -95,7 +103,8 @@ mpii_status mpii_image_add_file(mpii_image *image, const char *path, const void 
 mpii_status mpii_image_add_miss(mpii_image *image, const char *path, uint32_t flags);
 mpii_status mpii_image_add_code(mpii_image *image, const char *source_path, const void *code,
                                 size_t len, int64_t mtime_ns, uint64_t size);
-/* names[i] with types[i]; need not be sorted, duplicates are an error. */
+/* names[i] with types[i], kept in this order (the directory's: readdir's);
+ * need not be sorted, duplicates are an error. */
 mpii_status mpii_image_add_listing(mpii_image *image, const char *dir, const char *const *names,
                                    const mpii_dirent_type *types, size_t count);
 
@@ -136,7 +145,8 @@ size_t mpii_listing_count(const mpii_entry *listing);
 int mpii_listing_find(const mpii_entry *listing, const char *name);
 /* 1: name is a symbolic link; 0: it is not; -1: the listing lacks it. */
 int mpii_listing_is_link(const mpii_entry *listing, const char *name);
-/* The index-th name (not NUL-terminated: *len) and type; MPII_ERR_INVALID past the end. */
+/* The index-th name in the directory's order (not NUL-terminated: *len) and
+ * type; MPII_ERR_INVALID past the end. */
 mpii_status mpii_listing_at(const mpii_entry *listing, size_t index, const char **name,
                             size_t *len, mpii_dirent_type *type);
 

@@ -108,18 +108,31 @@ mpii_status mpii_distribute_image(const mpii_transport_ops *ops, mpii_transport 
                                   int for_this_step, mpii_image_job *job, char *err, size_t err_cap);
 
 /* What a staged image's index says of an absolute path (for `mpiimport run`'s
- * audit and preload libraries): STAGED (staged receives <root><path>, a copy
- * with the original's bytes and mtime), DIR (a directory whose listing the
- * image holds), ABSENT (a listing of an ancestor says it does not exist), or
- * UNKNOWN (the image cannot tell: ask the file system). */
+ * audit and preload libraries), as the file system would: STAGED (staged
+ * receives <root><path>, a copy with the original's bytes and mtime), DIR (a
+ * directory whose listing the image holds; staged receives its staged
+ * directory's name, or "" when that does not fit), ABSENT (a listing of an
+ * ancestor says it does not exist: ENOENT), NOTDIR (a component that must
+ * be a directory is a regular file: ENOTDIR), or UNKNOWN (the image cannot
+ * tell: ask the file system). Any spelling: "//", "." and a trailing "/"
+ * need a directory before them; ".." is applied only after a directory the
+ * listings say is no symbolic link (else UNKNOWN). */
 typedef enum mpii_stage_answer {
     MPII_ANSWER_UNKNOWN = 0,
     MPII_ANSWER_STAGED = 1,
     MPII_ANSWER_DIR = 2,
-    MPII_ANSWER_ABSENT = 3
+    MPII_ANSWER_ABSENT = 3,
+    MPII_ANSWER_NOTDIR = 4
 } mpii_stage_answer;
 mpii_stage_answer mpii_stage_image_resolve(const mpii_image *index, const char *root,
                                            const char *path, char *staged, size_t cap);
+/* path (absolute) spelled plainly (no "//", ".", "..", trailing "/") in
+ * out, as the file system resolves it: 1 when the image is sure of that
+ * (every ".." follows a directory its listings say is no link); 0 when it
+ * cannot tell (a part it does not know, or the path does not resolve);
+ * -1 when a ".." follows a directory the image knows that is, or may be, a
+ * symbolic link. */
+int mpii_stage_image_plain(const mpii_image *index, const char *path, char *out, size_t cap);
 /* What the listing of path's directory says: 1 path is a symbolic link, 0
  * it is not, -1 the image cannot tell (lstat() and readlink() of a staged
  * path are answered only on 0). */

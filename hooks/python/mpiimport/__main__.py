@@ -105,33 +105,86 @@ def _read_counts(ctx):
     return st["read_count"], st["read_bytes"]
 
 
+# directories a link may point at that are never followed: pseudo file
+# systems, whose "files" are not files
+_PACK_NEVER = ("/proc", "/sys", "/dev", "/run")
+# a real directory is packed under at most this many spellings (its own
+# and those of links to it): link farms stay bounded; the rest pass through
+_PACK_SPELLINGS_MAX = 8
+
+
 def _pack_prefix(args):
     """pack --prefix DIR: every directory and regular file under DIR (a
-    stack that changes rarely), each read once by the core: listings, stat
-    data and bytes. Symlinked directories are listed, not descended into."""
+    stack that changes rarely), each read by the core: listings, stat data
+    and bytes. Paths are packed as the program spells them: `mpiimport
+    run` answers paths lexically, so a symbolic link to a directory
+    (DIR/lib -> lib64, DIR/x -> /elsewhere) is walked as DIR/lib/...: its
+    target's files are packed under the link's spelling (the link itself
+    stays a link: its directory's listing marks it, and lstat()/readlink()
+    of it under `run` are the original's). Bounds: a link is not followed
+    when its target is DIR itself or contains it ("/", "..", DIR's
+    parents), is a directory already on the way down (a cycle), or lies in
+    /proc, /sys, /dev or /run; a real directory is packed under at most
+    _PACK_SPELLINGS_MAX spellings. What is not packed passes through under
+    `run`, as without the image. Only regular files are read (a FIFO or a
+    socket is listed, never opened)."""
+    import stat as _stat
     top = os.path.abspath(args.prefix)
+    real_top = os.path.realpath(top)
     ctx = _core.Context("self", _hook._suffix_table())
-    files = nbytes = 0
+    files = nbytes = linked_dirs = linked_bytes = outside_dirs = refused = 0
+    spellings = {}  # (st_dev, st_ino) of a real directory -> times packed
+
+    def refuse_target(p):
+        """Why a link to a directory is not followed, or None."""
+        t = os.path.realpath(p)
+        if t == real_top or real_top.startswith(t.rstrip("/") + "/"):
+            return "contains the prefix"
+        if any(t == n or t.startswith(n + "/") for n in _PACK_NEVER):
+            return "a pseudo file system"
+        return None
+
     try:
         if ctx.dir_state(top) != "dir":
             sys.exit("mpiimport pack: --prefix %s: not a directory" % args.prefix)
-        todo = [top]
+        sb = os.stat(top)
+        spellings[(sb.st_dev, sb.st_ino)] = 1
+        # (path, the (dev, ino) of it and its ancestors up to DIR, through a link?)
+        todo = [(top, frozenset([(sb.st_dev, sb.st_ino)]), False)]
         with _Progress(lambda: (files, nbytes)):
             while todo:
-                d = todo.pop()
+                d, chain, via_link = todo.pop()
                 for name in ctx.listdir(d) or ():
                     p = d.rstrip("/") + "/" + name
-                    if ctx.dir_state(p) == "dir":
-                        if not os.path.islink(p):
-                            todo.append(p)
+                    try:
+                        sb = os.stat(p)  # the target's (a dangling link: skipped)
+                        link = os.path.islink(p)
+                    except OSError:
                         continue
+                    if _stat.S_ISDIR(sb.st_mode):
+                        key = (sb.st_dev, sb.st_ino)
+                        if key in chain or (link and refuse_target(p)) or \
+                                spellings.get(key, 0) >= _PACK_SPELLINGS_MAX:
+                            refused += link
+                            continue  # listed (as a link to a directory), not descended
+                        spellings[key] = spellings.get(key, 0) + 1
+                        if link or via_link:
+                            linked_dirs += 1
+                            if not _hook._is_under(os.path.realpath(p), [real_top]):
+                                outside_dirs += 1
+                        todo.append((p, chain | {key}, via_link or link))
+                        continue
+                    if not _stat.S_ISREG(sb.st_mode):
+                        continue  # a FIFO, a socket, a device: listed, never opened
                     try:
                         got = ctx.file(p)
                     except _core.Error:
-                        got = None  # not a regular file (a FIFO, a socket): not served
+                        got = None  # not a regular file any more: not served
                     if got is not None:
                         files += 1
                         nbytes += len(got[0] or b"")
+                        if via_link:
+                            linked_bytes += len(got[0] or b"")
         ctx.save(args.output, True, "prefix %s" % top)
     except (_core.Error, OSError) as e:
         sys.exit("mpiimport pack: --prefix %s: %s" % (args.prefix, e))
@@ -139,6 +192,10 @@ def _pack_prefix(args):
         ctx.close()
     print("mpiimport pack: %s: %d files (%.1f MiB) under %s" % (args.output, files, nbytes / 1048576.0, top),
           file=sys.stderr)
+    if linked_dirs or refused:
+        print("mpiimport pack: through symbolic links: %d directories (%d outside %s), %.1f MiB packed "
+              "under the links' names; %d links to directories not followed"
+              % (linked_dirs, outside_dirs, top, linked_bytes / 1048576.0, refused), file=sys.stderr)
     return 0
 
 
@@ -193,12 +250,14 @@ def _recorded_files(prefix):
     return [os.path.join(d, n) for n in names if n.startswith(base + ".")]
 
 
-def _add_recorded(ctx, prefixes, also=()):
+def _add_recorded(session, also=()):
     """What the recording run logged (and what runs under `mpiimport run`
     with MPIIMPORT_RECORD_PATHS=PREFIX logged as passing through: --recorded
-    PREFIX), under the shared prefixes, into ctx: files (bytes), directories
-    (listings), and what is absent (its directory's listing answers).
-    Returns how many paths were added."""
+    PREFIX), in the stack (session.serves: not in a live directory), into
+    the session's context: files (bytes), directories (listings), and what
+    is absent (its directory's listing answers). Returns how many paths
+    were added."""
+    ctx = session.ctx
     d = os.environ.pop(_RECORD_DIR, None)
     os.environ.pop(_RECORD_PATHS, None)
     files = [f for prefix in also for f in _recorded_files(prefix)]
@@ -220,7 +279,7 @@ def _add_recorded(ctx, prefixes, also=()):
     paths.update([os.path.dirname(p) for p in paths if p.startswith("/")])
     added = 0
     for p in sorted(paths):
-        if not p.startswith("/") or not _hook._is_under(p, prefixes) or os.path.normpath(p) != p:
+        if not p.startswith("/") or not session.serves(p) or os.path.normpath(p) != p:
             continue  # ("a/../b" may cross a symlink: the stage answers only plain paths)
         try:
             state = ctx.dir_state(p)
@@ -251,9 +310,9 @@ def _pack(args):
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        recorded = _add_recorded(session.ctx, session.prefixes, args.recorded or ())
+        recorded = _add_recorded(session, args.recorded or ())
     try:
-        session.ctx.save(os.path.abspath(args.output), True, "packed image of %s" % script)
+        session.ctx.save(os.path.abspath(args.output), True, "packed image of %s [%s]" % (script, _hook.interpreter_tag()))
     except _core.Error as e:
         sys.exit("mpiimport pack: cannot write %s: %s" % (args.output, e))
     files, nbytes = _read_counts(session.ctx)

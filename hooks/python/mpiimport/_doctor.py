@@ -154,8 +154,12 @@ def _prefixes(checks, config):
     if not config:
         return
     prefixes = _hook._prefixes(config)
+    live = _hook._live_dirs(config)
     how = "MPIIMPORT_SHARED_PREFIXES" if config["shared_prefixes"] else "the stack at install()"
-    _check(checks, "shared prefixes", OK, "%s: %s" % (how, ":".join(prefixes)), prefixes=prefixes)
+    _check(checks, "shared prefixes", OK, "%s: %s%s" % (
+        how, ":".join(prefixes),
+        "; live (read plainly, not a snapshot): %s" % ":".join(live) if live else ""),
+        prefixes=prefixes, live=live)
 
 
 def _self_test(checks):

@@ -40,6 +40,12 @@ BYTECODE_SUFFIXES = _bx.BYTECODE_SUFFIXES
 EXTENSION_SUFFIXES = _imp.extension_suffixes()
 SOURCE_SUFFIXES = _bx.SOURCE_SUFFIXES
 MAGIC_NUMBER = _bx.MAGIC_NUMBER
+
+
+def interpreter_tag():
+    """Whose compiled code a packed image holds: "<cache tag> <magic>", which
+    ends its label in brackets; replaying it elsewhere is refused."""
+    return "%s %s" % (sys.implementation.cache_tag, MAGIC_NUMBER.hex())
 ExtensionFileLoader = _bx.ExtensionFileLoader
 FileFinder = _bx.FileFinder
 ModuleSpec = _bs.ModuleSpec
@@ -74,17 +80,38 @@ def _is_under(path, prefixes):
     return False
 
 
+def _deepest(path, roots):
+    """Length of the longest root that path is at or under (-1: none)."""
+    probe = path.rstrip("/") + "/"
+    best = -1
+    for p in roots:
+        q = p if p.endswith("/") else p + "/"
+        if len(q) > best and probe.startswith(q):
+            best = len(q)
+    return best
+
+
+def _serves(path, prefixes, live):
+    """The stack rule: path is served as a snapshot when its nearest root is
+    one of the stack's (prefixes) rather than a live directory (the
+    program's own directory or the working directory: data the job may
+    write, imported and read plainly)."""
+    stack = _deepest(path, prefixes)
+    return stack >= 0 and stack > _deepest(path, live)
+
+
 class _Session:
     """Everything one install() owns: the C context, the finder, settings."""
 
-    def __init__(self, ctx, config, prefixes):
+    def __init__(self, ctx, config, prefixes, live=()):
         self.ctx = ctx
         self.rank = ctx.rank
         self.size = ctx.size
         self.root = ctx.rank == 0
         self.timeout = config["timeout"]
         self.verbose = config["verbose"]
-        self.prefixes = prefixes
+        self.prefixes = prefixes     # the stack: served as a snapshot
+        self.live = list(live)       # data directories below none of them: plain
         self.lock = _thread.RLock()
         self.depth = 0               # nesting of served steps (the outermost flushes)
         self.plain = False           # set while a fallback runs Python's own import
@@ -122,7 +149,12 @@ class _Session:
                 return None
         else:
             d = entry
-        return d if _is_under(d, self.prefixes) else None
+        return d if self.serves(d) else None
+
+    def serves(self, path):
+        """Whether path (absolute) lies in the stack rather than in a live
+        directory (see _stack_and_live)."""
+        return _serves(path, self.prefixes, self.live)
 
     def step(self, request, produce, plain):
         """produce() as one served step: under the session lock; the outermost
@@ -237,7 +269,10 @@ class _Session:
             return spec
         if self.root and not self.frozen:
             self.prefetch(loader_kind, origin, fullname)
-        loader = _LOADERS[loader_kind](fullname, origin, self)
+        cls = _LOADERS[loader_kind]
+        if fullname in _AFTER_EXEC:
+            cls = _after_exec_loader(cls)
+        loader = cls(fullname, origin, self)
         return spec_from_file_location(fullname, origin, loader=loader,
                                        submodule_search_locations=[location]
                                        if kind == "package" else None)
@@ -276,7 +311,7 @@ def _compile_served(session, fullname, source_path, pyc_path, mtime_ns, size):
     except BaseException:
         session.ctx.add_code(source_path, b"", mtime_ns, size)
         raise
-    session.ctx.add_code(source_path, marshal.dumps(code), mtime_ns, size)
+    session.ctx.add_code(source_path, MAGIC_NUMBER + marshal.dumps(code), mtime_ns, size)
     if session.root and not sys.dont_write_bytecode and pyc_path is not None:
         data = _bx._code_to_timestamp_pyc(code, int(_stat_mtime(mtime_ns)), size)
         try:
@@ -308,11 +343,11 @@ class _Served:
                 return r[0]
         return super().get_data(path)
 
-    def exec_module(self, module):
-        super().exec_module(module)
-        after = _AFTER_EXEC.get(module.__name__)
-        if after is not None:
-            after(module)
+    # No exec_module here: importlib's own runs the module's code, so no frame
+    # of this file is on the stack while a module body runs (a warning's
+    # stacklevel and a traceback skip importlib's frames only, as plainly).
+    # The few modules whose behaviour the hook extends (_AFTER_EXEC) get a
+    # loader of their own (_after_exec_loader).
 
     def _served(self, request, produce, plain):
         """produce(session), or plain() when mpiimport cannot serve request."""
@@ -354,7 +389,11 @@ class MpiSourceLoader(_Served, SourceFileLoader):
                 return _bx._compile_bytecode(memoryview(data)[16:], name=fullname,
                                              bytecode_path=pyc, source_path=source_path)
             if kind == _core.CODE_COMPILED and data:
-                code = marshal.loads(data)
+                if data[:4] != MAGIC_NUMBER:
+                    # a packed image of another interpreter, staged: its code is not ours
+                    raise _Fallback("%s was compiled by another Python (bytecode magic %s, this one's %s)"
+                                    % (source_path, bytes(data[:4]).hex(), MAGIC_NUMBER.hex()))
+                code = marshal.loads(memoryview(data)[4:])
                 _imp._fix_co_filename(code, source_path)
                 return code
             if kind == _core.CODE_COMPILED:
@@ -416,6 +455,25 @@ class MpiExtensionLoader(_Served, ExtensionFileLoader):
 
         return self._served(spec.name, produce,
                             lambda: super(MpiExtensionLoader, self).create_module(spec))
+
+
+_AFTER_EXEC_LOADERS = {}
+
+
+def _after_exec_loader(cls):
+    """cls, and after the module's code the hook's extension of it
+    (_AFTER_EXEC): for those few modules only, so every other module body
+    runs with no frame of this file above it."""
+    sub = _AFTER_EXEC_LOADERS.get(cls)
+    if sub is None:
+        def exec_module(self, module):
+            cls.exec_module(self, module)
+            after = _AFTER_EXEC.get(module.__name__)
+            if after is not None:
+                after(module)
+        sub = _AFTER_EXEC_LOADERS[cls] = type(cls.__name__, (cls,), {"exec_module": exec_module,
+                                                                      "__module__": cls.__module__})
+    return sub
 
 
 _LOADERS = {
@@ -732,9 +790,32 @@ def _prefixes(config):
     raw = config["shared_prefixes"]
     if raw:
         return _normalise([p for p in raw.split(":") if p])
-    roots = list(sys.path) + [_main_dir()]
-    roots += [getattr(sys, n, None) for n in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")]
+    roots = list(sys.path) + [_main_dir()] + _interpreter_prefixes()
     return _normalise([r for r in roots if isinstance(r, str)])
+
+
+def _interpreter_prefixes():
+    return _normalise([getattr(sys, n, None) for n in ("prefix", "exec_prefix", "base_prefix",
+                                                       "base_exec_prefix")])
+
+
+def _live_dirs(config):
+    """The live directories: the main program's directory and the working
+    directory at install(), where a job writes its data (outputs next to
+    the script, modules it generates, files other ranks create). Unlike the
+    stack (a snapshot), what lies in them and in no deeper stack root is
+    imported and read plainly, re-checked as Python does. A directory inside
+    the interpreter's own installation is never live; with
+    MPIIMPORT_SHARED_PREFIXES the user names the stack whole (nothing
+    live)."""
+    if config["shared_prefixes"]:
+        return []
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = ""
+    install = _interpreter_prefixes()
+    return _normalise([d for d in (_main_dir(), cwd) if d and not _is_under(d, install)])
 
 
 def _cache_key():
@@ -806,7 +887,7 @@ def _start_session(s):
                 # a list is facts only (paths, stats): whatever code or bytes a
                 # list file may carry are never used; a packed image is code
                 replayed = s.ctx.replay(source, bool(cfg["image"] and cfg["trust_image"]),
-                                        not cfg["image"])
+                                        not cfg["image"], interpreter_tag())
                 if replayed is not None:
                     s.ctx.count("fs_calls", 4)  # open, fstat, read, close of the image
                 elif cfg["image"]:
@@ -825,15 +906,55 @@ def _start_session(s):
             s.ctx.freeze()
             s.frozen = True
     elif s.size > 1:
-        try:
-            label = s.ctx.receive(s.timeout)
-        except _core.Error as e:
-            label = None
-            s.warn_once("start", "no start message from rank 0 (%s)" % e)
+        label = _receive_start(s)
         if label == "replay":
             s.ctx.freeze()
             s.frozen = True
         return label
+
+
+def _receive_start(s):
+    """A rank other than 0: the start message's label, or None (then this rank
+    imports plainly, after saying why). Rank 0 answered the hello moments ago
+    and does nothing but mpiimport's own work until it sends this message
+    (reads the list or the image, compiles stale sources, sends), so a long
+    wait means a slow rank 0 (a large image, a loaded node, a slow file
+    system), not a rank that went elsewhere: the wait goes on, in slices of
+    MPIIMPORT_TIMEOUT, for as long as no process of this node's job is known
+    dead (a dead rank 0 on another node is the launcher's business: it ends
+    the job, as it would without mpiimport)."""
+    while True:
+        try:
+            return s.ctx.receive(s.timeout)
+        except _core.Timeout as e:
+            if not _node_peer_died(s):
+                continue
+            s.warn_once("start", "no start message from rank 0 (%s; a process of this job on this node "
+                        "died)" % e)
+        except _core.Error as e:
+            s.warn_once("start", "no start message from rank 0 (%s)" % e)
+        return None
+
+
+def _node_peer_died(s):
+    """A process of this job on this node died without leaving the node's
+    registry (<stage root>.live/<pid>, one per process; see the core's
+    stage_registry.c). False when the registry cannot tell."""
+    root = s.ctx.stage_root
+    try:
+        names = os.listdir(root + ".live") if root else []
+    except OSError:
+        return False
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            os.kill(int(name), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass  # alive (EPERM), or nothing to tell
+    return False
 
 
 def _unsafe_cache(cache_dir, name):
@@ -907,6 +1028,14 @@ def install(_transport=None):
         return False
     if config["staged"] and config["image"] and _transport is None:
         return _install_staged(config, config_errors, skipped)
+    if _transport is None:
+        parent = _rank_of_parent()
+        if parent is not None:
+            if config["verbose"]:
+                _say("pid %d is a child of the rank in pid %s, not a rank: importing normally"
+                     % (os.getpid(), parent))
+            return False
+        os.environ[_RANK_PID] = _rank_marker()   # inherited by every child of this rank
     try:
         ctx = _core.Context(config["transport"] or None, _suffix_table(), skipped)
     except (ValueError, _core.Error) as e:
@@ -914,9 +1043,42 @@ def install(_transport=None):
         return False
     _state.contexts.append(ctx)
     config["transport_name"] = config["transport"] or transports()[0]
-    session = _Session(ctx, config, _prefixes(config))
+    session = _Session(ctx, config, _prefixes(config), _live_dirs(config))
     session.config_errors = config_errors
     return _activate(session, _start_session(session))
+
+
+# A rank's child (subprocess of sys.executable, a shell script's python3, a
+# multiprocessing spawn or forkserver worker) inherits MPIIMPORT=1 and the
+# launcher's variables, but it is not a rank: joining the job (MPI_Init under
+# the rank's identity) would abort it or hang. So install() in a rank records
+# "<pid> <launcher identity>" in the environment, and install() in a process
+# that finds another pid there with the same launcher identity imports
+# plainly, silently (it is exactly plain). The same pid is the rank itself
+# after an exec (mpiimport-python); another identity is a rank of a job
+# launched from within a rank (mpirun run by a rank), which joins its own job.
+# Staged mode has no collective: a child there serves from its node's stage
+# as the rank does (as under `mpiimport run`).
+_RANK_PID = "MPIIMPORT_RANK_PID"
+_IDENTITY_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_NAMESPACE", "PMIX_RANK", "PMI_RANK", "SLURM_JOB_ID",
+                  "SLURM_STEP_ID", "SLURM_PROCID", "MPIIMPORT_FORCE")
+
+
+def _rank_marker():
+    return "%d %s" % (os.getpid(), "\x1f".join(os.environ.get(v, "") for v in _IDENTITY_VARS))
+
+
+def _rank_of_parent():
+    """The pid of the rank this process is a child of (inherited marker: another
+    pid, the same launcher identity), or None: this process is a rank."""
+    mark = os.environ.get(_RANK_PID)
+    if not mark:
+        return None
+    pid, _, identity = mark.partition(" ")
+    me, _, mine = _rank_marker().partition(" ")
+    if pid == me or identity != mine:
+        return None
+    return pid
 
 
 def _install_staged(config, config_errors, skipped):
@@ -939,7 +1101,7 @@ def _install_staged(config, config_errors, skipped):
         return False
     _state.contexts.append(ctx)
     config["transport_name"] = "staged"
-    session = _Session(ctx, config, _prefixes(config))
+    session = _Session(ctx, config, _prefixes(config), _live_dirs(config))
     session.rank, session.size, session.root = rank, size, rank == 0
     session.config_errors = config_errors
     session.frozen = True
