@@ -103,6 +103,13 @@ void mpii_context_destroy(mpii_context *ctx)
 {
     if (ctx == NULL)
         return;
+    /* A session that never finished (pack, a failed start): this process
+     * leaves the node's registry, and the last one out removes it and the
+     * stage, instead of leaving them to a later job's sweep. */
+    if (ctx->registered) {
+        mpii_status st = mpii_context_leave_node(ctx);
+        (void)st; /* a leftover is swept by a later job */
+    }
     if (ctx->stage != NULL)
         mpii_stage_close(ctx->stage);
     mpii_ctx_index_close(ctx);

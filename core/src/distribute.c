@@ -551,6 +551,8 @@ mpii_status mpii_context_finish(mpii_context *ctx)
         if (ctx->registered && (st = mpii_stage_discard(ctx->stage_root)) != MPII_OK && result == MPII_OK)
             result = st;
     }
+    if (node_here)
+        ctx->registered = 0; /* the node's first rank removes the registry (above) */
     /* A finish that failed means a rank died (or the transport failed), so
      * destroy must not wait for it (see there). Bad bytes (a
      * corrupt message, a node's index that could not be written or read)

@@ -118,7 +118,10 @@ mpii_status mpii_ctx_read_file(mpii_context *ctx, const char *path, int want_byt
         return mpii_ctx_record(ctx, &e);
     }
     ctx->stats.fs_calls++;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or a device) under a served directory must not
+     * block rank 0 in open(); fstat below takes only regular files (their
+     * reads ignore O_NONBLOCK) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return mpii_ctx_record_miss(ctx, path, errno == ENOTDIR ? MPII_MISS_NOT_DIR | MPII_MISS_UNDER_FILE : 0);
     ctx->stats.fs_calls++;

@@ -116,6 +116,8 @@ static mpii_status stage_one(mpii_context *ctx, const char *path, char *staged, 
             return MPII_ERR_CORRUPT;
         return MPII_OK;
     }
+    if (ctx->stage == NULL)
+        return MPII_ERR_NOTFOUND; /* not in a staged image's stage: the caller imports it plainly */
     /* Count what this rank wrote: the file exists afterwards either way. */
     struct stat before;
     char probe[MPII_PATH_MAX];
@@ -136,7 +138,9 @@ mpii_status mpii_context_stage(mpii_context *ctx, const char *path, char *staged
         return MPII_ERR_INVALID;
     mpii_status st;
     ctx->stage_errno = 0;
-    if ((st = mpii_ctx_open_stage(ctx)) != MPII_OK)
+    /* a staged image's stage holds its files already, and is never written
+     * by a job (other jobs use it); its root is a held one (/proc/self/fd) */
+    if (!ctx->persistent_stage && (st = mpii_ctx_open_stage(ctx)) != MPII_OK)
         return st;
     struct dep_list *deps = malloc(sizeof *deps);
     if (deps == NULL)

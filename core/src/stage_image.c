@@ -151,24 +151,100 @@ static mpii_status load(const char *root, const char *abs_image, mpii_image **in
     return MPII_OK;
 }
 
-mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
-                                  size_t root_cap, mpii_image **index)
+/* ---- the held root ---- */
+
+/* Descriptors below this are left to the program (a shell's "exec 3<f",
+ * dup2 onto numbers it chose); above RLIMIT_NOFILE the first free one. */
+#define HOLD_FD_MIN 700
+
+mpii_status mpii_stage_hold_open(const char *root, mpii_stage_hold *hold)
 {
-    if (stage_dir == NULL || image_path == NULL || root == NULL || index == NULL)
+    if (root == NULL || hold == NULL)
+        return MPII_ERR_INVALID;
+    hold->fd = -1;
+    hold->path[0] = '\0';
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? MPII_ERR_NOTFOUND
+               : errno == ELOOP || errno == ENOTDIR ? MPII_ERR_UNSAFE : MPII_ERR_IO;
+    struct stat sb, pb;
+    if (fstat(fd, &sb) != 0 || !S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077) != 0 ||
+        (sb.st_mode & S_ISVTX) != 0) {
+        int ok = close(fd) == 0;
+        (void)ok;
+        return MPII_ERR_UNSAFE; /* another user's, open to others, or being removed */
+    }
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, HOLD_FD_MIN);
+    if (high >= 0) {
+        int ok = close(fd) == 0;
+        (void)ok;
+        fd = high;
+    }
+    hold->fd = fd;
+    hold->dev = (uint64_t)sb.st_dev;
+    hold->ino = (uint64_t)sb.st_ino;
+    int n = snprintf(hold->path, sizeof hold->path, "/proc/self/fd/%d", fd);
+    /* the name must lead to the directory (no /proc: the stage is not used) */
+    if (n <= 0 || (size_t)n >= sizeof hold->path || stat(hold->path, &pb) != 0 || pb.st_dev != sb.st_dev ||
+        pb.st_ino != sb.st_ino) {
+        mpii_stage_hold_close(hold);
+        return MPII_ERR_UNSAFE;
+    }
+    return MPII_OK;
+}
+
+int mpii_stage_hold_valid(const mpii_stage_hold *hold)
+{
+    struct stat sb;
+    return hold != NULL && hold->fd >= 0 && fstat(hold->fd, &sb) == 0 && (uint64_t)sb.st_dev == hold->dev &&
+           (uint64_t)sb.st_ino == hold->ino && sb.st_nlink > 0 && (sb.st_mode & S_ISVTX) == 0;
+}
+
+void mpii_stage_hold_close(mpii_stage_hold *hold)
+{
+    if (hold == NULL)
+        return;
+    if (hold->fd >= 0) {
+        int ok = close(hold->fd) == 0;
+        (void)ok;
+    }
+    hold->fd = -1;
+    hold->path[0] = '\0';
+}
+
+mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
+                                  size_t root_cap, mpii_stage_hold *hold, mpii_image **index)
+{
+    if (stage_dir == NULL || image_path == NULL || root == NULL || hold == NULL || index == NULL)
         return MPII_ERR_INVALID;
     char abs[ROOT_MAX];
     mpii_status st = absolute(image_path, abs, sizeof abs);
     if (st == MPII_OK)
         st = mpii_stage_image_root(stage_dir, image_path, root, root_cap);
+    if (st == MPII_OK)
+        st = mpii_stage_hold_open(root, hold);
     if (st != MPII_OK)
         return st;
-    struct stat sb;
-    if (lstat(root, &sb) != 0)
-        return errno == ENOENT ? MPII_ERR_NOTFOUND : MPII_ERR_IO;
-    if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077) != 0)
-        return MPII_ERR_UNSAFE;
     struct seal seal;
-    return load(root, abs, index, &seal);
+    if ((st = load(hold->path, abs, index, &seal)) != MPII_OK)
+        mpii_stage_hold_close(hold);
+    return st;
+}
+
+/* Marks a root of this user as going (its sticky bit, seen by every
+ * process holding it: mpii_stage_hold_valid), through a descriptor. */
+static void mark_going(const char *root)
+{
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0)
+        return;
+    if (fstat(fd, &sb) == 0 && sb.st_uid == geteuid()) {
+        int rc = fchmod(fd, (sb.st_mode & 07777) | S_ISVTX);
+        (void)rc; /* the removal below goes on; holders then find it unlinked */
+    }
+    int ok = close(fd) == 0;
+    (void)ok;
 }
 
 static mpii_status remove_root(const char *root)
@@ -176,6 +252,9 @@ static mpii_status remove_root(const char *root)
     struct stat sb;
     if (lstat(root, &sb) != 0)
         return errno == ENOENT ? MPII_OK : MPII_ERR_IO;
+    if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid())
+        return MPII_ERR_UNSAFE; /* another user's name: not ours to remove */
+    mark_going(root);
     mpii_stage *stage = NULL;
     mpii_status st = mpii_stage_open(root, &stage);
     if (st != MPII_OK)
@@ -364,9 +443,15 @@ mpii_status mpii_stage_image_bytes(const char *stage_dir, const char *image_path
     uint64_t checksum = mpii_get_u64(buf + 40);
     struct seal seal;
     mpii_image *old = NULL;
-    if (load(root, abs, &old, &seal) == MPII_OK) {
-        mpii_image_destroy(old);
-        if (seal.image_checksum == checksum && seal.image_size == len) {
+    mpii_stage_hold held = MPII_STAGE_HOLD_INIT;
+    if (mpii_stage_hold_open(root, &held) == MPII_OK) {
+        int same = 0;
+        if (load(held.path, abs, &old, &seal) == MPII_OK) {
+            mpii_image_destroy(old);
+            same = seal.image_checksum == checksum && seal.image_size == len;
+        }
+        mpii_stage_hold_close(&held);
+        if (same) {
             *already = 1;
             mpii_image_destroy(img);
             return MPII_OK;

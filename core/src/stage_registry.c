@@ -20,11 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mpiimport/stage.h"
 
 #define LIVE_SUFFIX ".live"
+#define SWEEP_GRACE_S 60
 
 static int pid_alive(long pid)
 {
@@ -225,7 +227,10 @@ size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir)
             size_t len = strlen(name);
             if (k == 0 && S_ISDIR(sb.st_mode) && len > strlen(LIVE_SUFFIX) &&
                 strcmp(name + len - strlen(LIVE_SUFFIX), LIVE_SUFFIX) == 0) {
-                if (count_live(path, 1) != 0)
+                /* A registry changed in the last SWEEP_GRACE_S is a job's
+                 * being made (made, its first process not yet listed): only
+                 * an older one with no live process is a leftover. */
+                if (time(NULL) - sb.st_mtime < SWEEP_GRACE_S || count_live(path, 1) != 0)
                     continue; /* in use, or unreadable: not ours to judge */
                 path[n - (int)strlen(LIVE_SUFFIX)] = '\0';
                 if (mpii_stage_discard(path) == MPII_OK)

@@ -16,7 +16,7 @@ const char *mpii_strerror(mpii_status status)
     case MPII_ERR_NOTFOUND: return "not found";
     case MPII_ERR_TRANSPORT: return "transport failure";
     case MPII_ERR_TIMEOUT: return "timed out";
-    case MPII_ERR_UNSAFE: return "unsafe staging path";
+    case MPII_ERR_UNSAFE: return "not ours (another user's, open to others, or a link)";
     case MPII_ERR_NOSPACE: return "no space left on the staging file system";
     case MPII_ERR_ENDED: return "the root has ended the session";
     case MPII_ERR_TOOLONG: return "path too long";

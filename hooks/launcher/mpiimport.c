@@ -199,6 +199,13 @@ static int cmd_stage(const char *image, int stage)
     if (st == MPII_OK)
         st = stage ? mpii_stage_image(cfg.stage_dir, image, cfg.timeout_s, &flag, &files, &bytes)
                    : mpii_unstage_image(cfg.stage_dir, image, &flag);
+    if (st == MPII_ERR_UNSAFE) {
+        /* the name is taken: never the image's fault, and not ours to remove */
+        fprintf(stderr, "mpiimport %s: %s: %s is not ours (another user's, or open to others, or a "
+                "link): nothing %s; jobs run plainly until it is gone (its owner or an administrator "
+                "removes it)\n", stage ? "stage" : "unstage", image, root, stage ? "staged" : "removed");
+        return 1;
+    }
     if (st != MPII_OK) {
         fprintf(stderr, "mpiimport %s: %s: %s%s\n", stage ? "stage" : "unstage", image,
                 mpii_strerror(st),
@@ -266,10 +273,11 @@ static int cmd_run(const char *image, int stage_here, char **argv)
     mpii_config cfg;
     char root[4096], audit[PATH_MAX + 64], preload[PATH_MAX + 64], pid[32];
     mpii_image *index = NULL;
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
     mpii_status st = MPII_ERR_INVALID;
     int temporary = 0, said = 0;
     if (load_config(&cfg) == 0) {
-        st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+        st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &hold, &index);
         if (st == MPII_OK && mpii_stage_has_registry(root)) { /* a `run --stage` made it */
             /* another step's (a run that staged it): join it, so that the
              * last process of either step removes it */
@@ -282,14 +290,16 @@ static int cmd_run(const char *image, int stage_here, char **argv)
             temporary = job.temporary;
             said = st != MPII_OK;
             if (st == MPII_OK)
-                st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+                st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &hold, &index);
         }
     }
     char program[8192];
     int staged_program = 0;
     if (st == MPII_OK) {
-        /* an interpreter on the shared file system runs from its staged copy */
-        staged_program = mpii_stage_image_program(index, root, argv[0], program, sizeof program);
+        /* an interpreter on the shared file system runs from its staged copy,
+         * reached through the held root (the exec'd process holds it anew,
+         * by name: MPIIMPORT_AUDIT_ROOT, LD_LIBRARY_PATH's staged entries) */
+        staged_program = mpii_stage_image_program(index, hold.path, argv[0], program, sizeof program);
         stage_library_path(index, root);
         mpii_image_destroy(index); /* checked; the audit library reads it in each process */
         snprintf(pid, sizeof pid, "%ld", (long)getpid());

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mpiimport/image.h"
 #include "mpiimport/path_log.h"
@@ -34,7 +35,10 @@
  * library's state, set once in la_version. */
 static struct audit_state {
     mpii_image *index;
-    char root[4096];
+    char root[4096];      /* the held root (mpii_stage_hold): where staged files are read */
+    char named[4096];     /* its name (MPIIMPORT_AUDIT_ROOT), which LD_LIBRARY_PATH's entries use */
+    mpii_stage_hold hold;
+    int gone;             /* the stage was removed or replaced: the originals from then on */
     unsigned long staged, skipped, passed;
     int verbose;
     mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: candidates that passed through */
@@ -50,14 +54,20 @@ static void load_index(struct audit_state *a)
     a->verbose = v != NULL && v[0] == '1';
     mpii_status lst = mpii_path_log_open(&a->log, getenv("MPIIMPORT_RECORD_PATHS"), "audit");
     (void)lst; /* not recording is the answer to any failure here */
+    a->hold.fd = -1;
     if (root == NULL || root[0] != '/')
         return;
-    size_t n = strnlen(root, sizeof a->root);
-    if (n >= sizeof a->root)
+    size_t n = strnlen(root, sizeof a->named);
+    if (n >= sizeof a->named)
         return;
-    memcpy(a->root, root, n + 1);
+    memcpy(a->named, root, n + 1);
+    /* checked once, through a descriptor kept open: a directory another user
+     * made under that name later is never read (mpii_stage_hold) */
+    if (mpii_stage_hold_open(a->named, &a->hold) != MPII_OK)
+        return;
+    memcpy(a->root, a->hold.path, strlen(a->hold.path) + 1);
     char path[4200];
-    if (snprintf(path, sizeof path, "%s/.mpiimport/index", root) >= (int)sizeof path)
+    if (snprintf(path, sizeof path, "%s/.mpiimport/index", a->root) >= (int)sizeof path)
         return;
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -99,18 +109,28 @@ char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
     struct audit_state *a = &g_audit;
     if (name == NULL || name[0] != '/')
         return (char *)name; /* a bare DT_NEEDED name: ld.so builds the candidates */
-    if (a->index == NULL) {
+    /* A candidate in the stage (LD_LIBRARY_PATH that `mpiimport run` pointed
+     * at the staged directories by name, $ORIGIN of a staged library: the
+     * held root) is answered as its original: what the image lacks is
+     * looked for there, and a stage this process cannot use (not its
+     * user's, removed, replaced) is never read by name. */
+    size_t rl = strlen(a->root), nl = strlen(a->named);
+    if (rl > 0 && strncmp(name, a->root, rl) == 0 && name[rl] == '/')
+        name += rl;
+    else if (nl > 0 && strncmp(name, a->named, nl) == 0 && name[nl] == '/')
+        name += nl;
+    if (a->index == NULL || a->gone) {
         mpii_path_log_add(&a->log, name); /* (ld.so searches one thread at a time) */
         return (char *)name;
     }
-    /* A candidate in the stage (LD_LIBRARY_PATH that `mpiimport run` pointed
-     * at the staged directories, $ORIGIN of a staged library) is answered
-     * as its original: what the image lacks is looked for there. */
-    size_t rl = strlen(a->root);
-    if (strncmp(name, a->root, rl) == 0 && name[rl] == '/')
-        name += rl;
     char path[4096 + 4096];
     mpii_stage_answer ans = mpii_stage_image_resolve(a->index, a->root, name, path, sizeof path);
+    if (ans != MPII_ANSWER_UNKNOWN && !mpii_stage_hold_valid(&a->hold)) {
+        a->gone = 1;
+        fprintf(stderr, "mpiimport run: the stage %s was removed or replaced while process %ld ran; its "
+                "libraries come from the originals from now on\n", a->named, (long)getpid());
+        return (char *)name;
+    }
     if (ans == MPII_ANSWER_STAGED) {
         char *staged = keep(a, path);
         if (staged != NULL) {

@@ -62,7 +62,10 @@
 
 static struct preload_state {
     mpii_image *index;
-    char root[4096];
+    char root[4096];  /* the held root (mpii_stage_hold): where staged files are read */
+    char named[4096]; /* its name (MPIIMPORT_AUDIT_ROOT): the registry beside it */
+    mpii_stage_hold hold;
+    int gone;         /* the stage was removed or replaced: everything passes through (atomic) */
     int loading;
     mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: what passed through */
     char *roots;       /* .mpiimport/roots: "d PATH\n" / "l PATH\n" for the image's tops */
@@ -246,9 +249,18 @@ __attribute__((constructor)) static void preload_init(void)
     mpii_status lst = mpii_path_log_open(&s->log, getenv("MPIIMPORT_RECORD_PATHS"), "preload");
     (void)lst; /* not recording is the answer to any failure here */
     s->loading = 0;
-    const char *root = getenv("MPIIMPORT_AUDIT_ROOT");
-    if (root == NULL || root[0] != '/' || strlen(root) >= sizeof s->root)
+    const char *named = getenv("MPIIMPORT_AUDIT_ROOT");
+    s->hold.fd = -1;
+    if (named == NULL || named[0] != '/' || strlen(named) >= sizeof s->named)
         return;
+    /* checked once, through a descriptor kept open: a directory another user
+     * made under that name later is never read (mpii_stage_hold) */
+    s->loading = 1;
+    mpii_status hst = mpii_stage_hold_open(named, &s->hold);
+    s->loading = 0;
+    if (hst != MPII_OK)
+        return;
+    const char *root = s->hold.path;
     char path[PATH_CAP];
     if (snprintf(path, sizeof path, "%s/.mpiimport/index", root) >= (int)sizeof path)
         return;
@@ -262,6 +274,7 @@ __attribute__((constructor)) static void preload_init(void)
     mpii_image *img = NULL;
     if (mpii_image_parse(buf, len, &img, NULL, NULL, 0) == MPII_OK) {
         memcpy(s->root, root, strlen(root) + 1);
+        memcpy(s->named, named, strlen(named) + 1);
         s->index = img;
     }
     free(buf);
@@ -291,10 +304,40 @@ __attribute__((destructor)) static void preload_fini(void)
         snprintf(mine, sizeof mine, "%ld", (long)getpid()) >= (int)sizeof mine || strcmp(pid, mine) != 0)
         return;
     int last = 0;
-    if (mpii_stage_leave(s->root, &last) == MPII_OK && last) {
-        mpii_status st = mpii_stage_discard(s->root);
+    if (mpii_stage_leave(s->named, &last) == MPII_OK && last) {
+        mpii_status st = mpii_stage_discard(s->named);
         (void)st; /* at exit: nothing to report to; a later sweep retries */
     }
+}
+
+/* Whether the held stage is still the one this process checked (an fstat
+ * of the held root): removed (unstaged) or replaced (staged anew), it is
+ * not used again by this process, which says so once and reads the
+ * originals from then on, as plainly. */
+static int stage_usable(void)
+{
+    struct preload_state *s = &g_preload;
+    if (s->index == NULL || __atomic_load_n(&s->gone, __ATOMIC_ACQUIRE))
+        return 0;
+    if (mpii_stage_hold_valid(&s->hold))
+        return 1;
+    /* (or the program closed the descriptor holding it: the same answer) */
+    struct stat sb;
+    int closed = fstat(s->hold.fd, &sb) != 0 || (uint64_t)sb.st_dev != s->hold.dev ||
+                 (uint64_t)sb.st_ino != s->hold.ino;
+    if (!__atomic_exchange_n(&s->gone, 1, __ATOMIC_ACQ_REL)) {
+        char line[4400];
+        int n = closed ? snprintf(line, sizeof line, "mpiimport run: process %ld closed the descriptor holding "
+                                  "the stage %s; it reads the originals from now on\n", (long)getpid(), s->named)
+                       : snprintf(line, sizeof line, "mpiimport run: the stage %s was removed or replaced while "
+                                  "process %ld ran; it reads the originals from now on\n", s->named,
+                                  (long)getpid());
+        if (n > 0) {
+            ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            (void)w; /* stderr closed: nothing else to tell */
+        }
+    }
+    return 0;
 }
 
 /* The answer for path (absolute only); staged receives the stage's path.
@@ -303,10 +346,13 @@ __attribute__((destructor)) static void preload_fini(void)
 static mpii_stage_answer answer(const char *path, char *staged)
 {
     struct preload_state *s = &g_preload;
-    if (s->loading || path == NULL || path[0] != '/' || is_live(path))
+    if (s->loading || path == NULL || path[0] != '/' || is_live(path) ||
+        __atomic_load_n(&s->gone, __ATOMIC_ACQUIRE))
         return MPII_ANSWER_UNKNOWN; /* (a live path is not logged: the program's own data) */
     mpii_stage_answer a = s->index != NULL ? mpii_stage_image_resolve(s->index, s->root, path, staged, PATH_CAP)
                                            : MPII_ANSWER_UNKNOWN;
+    if (a != MPII_ANSWER_UNKNOWN && !stage_usable())
+        return MPII_ANSWER_UNKNOWN;
     if (a == MPII_ANSWER_UNKNOWN && s->log.fd >= 0) {
         while (__atomic_test_and_set(&s->log_busy, __ATOMIC_ACQUIRE))
             ;
@@ -1070,11 +1116,51 @@ ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t cap)
  * original ones; /proc/self/exe shows the copy). Only ELF executables: a
  * script's interpreter would be given the staged path of the script. ---- */
 
-static int staged_elf(const char *path, char *staged)
+/* The held root for an exec, in root (*fd: a descriptor opened here, to
+ * close if the exec fails; -1 when none). A child that closed its
+ * descriptors before exec (Python's subprocess does, in a vfork child)
+ * holds the same directory anew by name: the same device and inode as the
+ * one checked, still this user's and not being removed. 0: no stage to
+ * exec from. Writes nothing shared (a vfork child runs on its parent's
+ * memory) and calls no malloc. */
+static int exec_root(char *root, size_t cap, int *fd)
 {
     const struct preload_state *s = &g_preload;
-    return s->index != NULL && !s->loading && !is_live(path) &&
-           mpii_stage_image_program(s->index, s->root, path, staged, PATH_CAP);
+    struct stat sb;
+    *fd = -1;
+    if (s->index == NULL || __atomic_load_n(&s->gone, __ATOMIC_ACQUIRE))
+        return 0;
+    if (mpii_stage_hold_valid(&s->hold))
+        return snprintf(root, cap, "%s", s->root) < (int)cap;
+    int again = open(s->named, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (again < 0)
+        return 0;
+    if (fstat(again, &sb) != 0 || (uint64_t)sb.st_dev != s->hold.dev || (uint64_t)sb.st_ino != s->hold.ino ||
+        sb.st_uid != geteuid() || sb.st_nlink == 0 || (sb.st_mode & S_ISVTX) != 0 ||
+        snprintf(root, cap, "/proc/self/fd/%d", again) >= (int)cap) {
+        int ok = close(again) == 0;
+        (void)ok;
+        return 0;
+    }
+    *fd = again;
+    return 1;
+}
+
+static int staged_elf(const char *path, char *staged, int *fd)
+{
+    const struct preload_state *s = &g_preload;
+    char root[64];
+    *fd = -1;
+    if (s->index == NULL || s->loading || is_live(path) || !exec_root(root, sizeof root, fd))
+        return 0;
+    if (mpii_stage_image_program(s->index, root, path, staged, PATH_CAP))
+        return 1;
+    if (*fd >= 0) {
+        int ok = close(*fd) == 0;
+        (void)ok;
+        *fd = -1;
+    }
+    return 0;
 }
 
 /* envp with LD_LIBRARY_PATH=<the original> given its staged value again
@@ -1144,7 +1230,13 @@ int execve(const char *path, char *const argv[], char *const envp[])
     char *withlive[EXEC_ENV_CAP];
     char **env = staged_library_path(envp);
     char *const *use = with_live_set(env != NULL ? env : envp, withlive, EXEC_ENV_CAP, entry);
-    int rc = real_execve(staged_elf(path, staged) ? staged : path, argv, use);
+    int held = -1;
+    int rc = real_execve(staged_elf(path, staged, &held) ? staged : path, argv, use);
+    if (held >= 0) { /* exec failed: this process goes on */
+        int saved = errno, ok = close(held) == 0;
+        (void)ok;
+        errno = saved;
+    }
     if (env != NULL) { /* exec failed: this process goes on */
         int saved = errno;
         for (size_t i = 0; env[i] != NULL; i++)

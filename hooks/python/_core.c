@@ -27,6 +27,7 @@ typedef struct {
     mpii_context *ctx;
     mpii_suffix_table suffixes;
     int finished;
+    mpii_stage_hold hold; /* a staged image's root, held while the context serves from it */
     PyObject *error, *gap, *timeout, *ended; /* borrowed from module state, kept alive */
 } ContextObject;
 
@@ -211,6 +212,7 @@ static PyObject *Context_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     }
     core_state *s = get_state(module);
+    self->hold.fd = -1;
     self->error = Py_NewRef(s->Error);
     self->gap = Py_NewRef(s->Gap);
     self->timeout = Py_NewRef(s->Timeout);
@@ -224,6 +226,7 @@ static void Context_dealloc(ContextObject *self)
         mpii_context_destroy(self->ctx);
         self->ctx = NULL;
     }
+    mpii_stage_hold_close(&self->hold);
     Py_XDECREF(self->error);
     Py_XDECREF(self->gap);
     Py_XDECREF(self->timeout);
@@ -285,11 +288,45 @@ static PyObject *Context_get_stage_root(ContextObject *self, void *c)
     return PyUnicode_DecodeFSDefault(mpii_context_stage_root(self->ctx));
 }
 
+/* A path argument as the file system has it: str (surrogateescape, as os.fsencode),
+ * bytes or os.PathLike, into a buffer of the caller's (no reference kept). A
+ * name that is not UTF-8 is a path like any other. */
+typedef struct fs_arg {
+    char s[MPII_PATH_MAX];
+} fs_arg;
+
+static int fs_path(PyObject *o, void *out)
+{
+    PyObject *b = NULL;
+    if (!PyUnicode_FSConverter(o, &b))
+        return 0;
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (n >= (Py_ssize_t)MPII_PATH_MAX) {
+        PyErr_SetString(PyExc_ValueError, "path too long");
+        Py_DECREF(b);
+        return 0;
+    }
+    memcpy(((fs_arg *)out)->s, PyBytes_AS_STRING(b), (size_t)n + 1);
+    Py_DECREF(b);
+    return 1;
+}
+
+/* the same, None giving an empty string */
+static int fs_path_or_none(PyObject *o, void *out)
+{
+    if (o == Py_None) {
+        ((fs_arg *)out)->s[0] = '\0';
+        return 1;
+    }
+    return fs_path(o, out);
+}
+
 /* find(dir, name) -> None | ("module"|"package", loader, origin, location) | ("namespace", None, None, location) */
 static PyObject *Context_find_locked(ContextObject *self, PyObject *args)
 {
-    const char *dir, *name;
-    if (!PyArg_ParseTuple(args, "ss", &dir, &name))
+    fs_arg dir_a;
+    const char *dir = dir_a.s, *name;
+    if (!PyArg_ParseTuple(args, "O&s", fs_path, &dir_a, &name))
         return NULL;
     NEED_CTX(self);
     mpii_find_result *r = PyMem_Malloc(sizeof *r);
@@ -302,11 +339,12 @@ static PyObject *Context_find_locked(ContextObject *self, PyObject *args)
     else if (r->kind == MPII_FIND_NONE)
         out = Py_NewRef(Py_None);
     else if (r->kind == MPII_FIND_NAMESPACE)
-        out = Py_BuildValue("(sOOs)", "namespace", Py_None, Py_None, r->location);
+        out = Py_BuildValue("(sOON)", "namespace", Py_None, Py_None, PyUnicode_DecodeFSDefault(r->location));
     else if (r->kind == MPII_FIND_PACKAGE)
-        out = Py_BuildValue("(siss)", "package", (int)r->loader, r->origin, r->location);
+        out = Py_BuildValue("(siNN)", "package", (int)r->loader, PyUnicode_DecodeFSDefault(r->origin),
+                            PyUnicode_DecodeFSDefault(r->location));
     else
-        out = Py_BuildValue("(sisO)", "module", (int)r->loader, r->origin, Py_None);
+        out = Py_BuildValue("(siNO)", "module", (int)r->loader, PyUnicode_DecodeFSDefault(r->origin), Py_None);
     PyMem_Free(r);
     return out;
 }
@@ -315,8 +353,9 @@ LOCKED_METHOD(find)
 /* dir_state(dir) -> "dir" | "missing" | "notdir" */
 static PyObject *Context_dir_state_locked(ContextObject *self, PyObject *args)
 {
-    const char *dir;
-    if (!PyArg_ParseTuple(args, "s", &dir))
+    fs_arg dir_a;
+    const char *dir = dir_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &dir_a))
         return NULL;
     NEED_CTX(self);
     const mpii_entry *e = NULL;
@@ -331,8 +370,9 @@ LOCKED_METHOD(dir_state)
 /* listdir(dir) -> list of names, or None when dir is not a directory */
 static PyObject *Context_listdir_locked(ContextObject *self, PyObject *args)
 {
-    const char *dir;
-    if (!PyArg_ParseTuple(args, "s", &dir))
+    fs_arg dir_a;
+    const char *dir = dir_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &dir_a))
         return NULL;
     NEED_CTX(self);
     const mpii_entry *e = NULL;
@@ -395,9 +435,10 @@ static PyObject *entry_tuple(ContextObject *self, const mpii_entry *e)
 /* file(path, want_bytes) -> None (missing) | (bytes|None, mtime_ns, size) */
 static PyObject *Context_file_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
+    fs_arg path_a;
+    const char *path = path_a.s;
     int want = 1;
-    if (!PyArg_ParseTuple(args, "s|p", &path, &want))
+    if (!PyArg_ParseTuple(args, "O&|p", fs_path, &path_a, &want))
         return NULL;
     NEED_CTX(self);
     const mpii_entry *e = NULL;
@@ -411,8 +452,9 @@ LOCKED_METHOD(file)
 /* known(path) -> (bytes, mtime_ns, size) from knowledge only, or None: never reads, never waits. */
 static PyObject *Context_known_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     NEED_CTX(self);
     return entry_tuple(self, mpii_context_lookup(self->ctx, path));
@@ -422,9 +464,10 @@ LOCKED_METHOD(known)
 /* source_code(magic, source, pyc|None) -> (kind, data|None, mtime_ns, size) */
 static PyObject *Context_source_code_locked(ContextObject *self, PyObject *args)
 {
-    const char *magic, *source, *pyc;
+    fs_arg source_a, pyc_a;
+    const char *magic, *source = source_a.s, *pyc = pyc_a.s;
     Py_ssize_t magic_len;
-    if (!PyArg_ParseTuple(args, "y#sz", &magic, &magic_len, &source, &pyc))
+    if (!PyArg_ParseTuple(args, "y#O&O&", &magic, &magic_len, fs_path, &source_a, fs_path_or_none, &pyc_a))
         return NULL;
     NEED_CTX(self);
     if (magic_len != 4) {
@@ -433,7 +476,8 @@ static PyObject *Context_source_code_locked(ContextObject *self, PyObject *args)
     }
     mpii_code_kind kind;
     const mpii_entry *src = NULL, *e = NULL;
-    mpii_status st = mpii_context_source_code(self->ctx, (const uint8_t *)magic, source, pyc, &kind, &src, &e);
+    mpii_status st = mpii_context_source_code(self->ctx, (const uint8_t *)magic, source,
+                                              pyc[0] != '\0' ? pyc : NULL, &kind, &src, &e);
     if (st == MPII_ERR_NOTFOUND)
         Py_RETURN_NONE;
     if (st != MPII_OK)
@@ -447,11 +491,12 @@ LOCKED_METHOD(source_code)
 
 static PyObject *Context_add_code_locked(ContextObject *self, PyObject *args)
 {
-    const char *source, *code;
+    fs_arg source_a;
+    const char *source = source_a.s, *code;
     Py_ssize_t len;
     long long mtime;
     unsigned long long size;
-    if (!PyArg_ParseTuple(args, "sy#LK", &source, &code, &len, &mtime, &size))
+    if (!PyArg_ParseTuple(args, "O&y#LK", fs_path, &source_a, &code, &len, &mtime, &size))
         return NULL;
     NEED_CTX(self);
     mpii_status st = mpii_context_add_code(self->ctx, source, code, (size_t)len, mtime, size);
@@ -498,8 +543,9 @@ static PyObject *Context_receive(ContextObject *self, PyObject *args)
 /* extension(path): the module's bytes and its $ORIGIN libraries are known. */
 static PyObject *Context_extension_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     NEED_CTX(self);
     mpii_status st = mpii_context_extension(self->ctx, path);
@@ -513,8 +559,9 @@ LOCKED_METHOD(extension)
 
 static PyObject *Context_stage_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     NEED_CTX(self);
     char staged[MPII_PATH_MAX];
@@ -539,8 +586,9 @@ LOCKED_METHOD(stage)
  * stage that is there but not whole and valid (refused). */
 static PyObject *Context_use_staged_locked(ContextObject *self, PyObject *args)
 {
-    const char *image;
-    if (!PyArg_ParseTuple(args, "s", &image))
+    fs_arg image_a;
+    const char *image = image_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &image_a))
         return NULL;
     NEED_CTX(self);
     mpii_config cfg;
@@ -548,14 +596,20 @@ static PyObject *Context_use_staged_locked(ContextObject *self, PyObject *args)
         return NULL;
     char root[MPII_PATH_MAX];
     mpii_image *index = NULL;
-    mpii_status st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &index);
+    if (self->hold.fd >= 0) {
+        PyErr_SetString(PyExc_ValueError, "this context serves from a staged image already");
+        return NULL;
+    }
+    mpii_status st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &self->hold, &index);
     if (st == MPII_ERR_NOTFOUND)
         Py_RETURN_NONE;
     if (st == MPII_OK) {
-        st = mpii_context_use_staged(self->ctx, root, index);
+        /* every staged file is read through the held root */
+        st = mpii_context_use_staged(self->ctx, self->hold.path, index);
         mpii_image_destroy(index);
     }
     if (st != MPII_OK) {
+        mpii_stage_hold_close(&self->hold);
         PyErr_Format(self->error, "the stage of %s in %s: %s", image, cfg.stage_dir, mpii_strerror(st));
         return NULL;
     }
@@ -600,9 +654,10 @@ static const char *label_interpreter(char *label)
  * of it is taken in. */
 static PyObject *Context_replay_locked(ContextObject *self, PyObject *args)
 {
-    const char *path, *interpreter = NULL;
+    fs_arg path_a;
+    const char *path = path_a.s, *interpreter = NULL;
     int trust = 0, facts_only = 0;
-    if (!PyArg_ParseTuple(args, "s|ppz", &path, &trust, &facts_only, &interpreter))
+    if (!PyArg_ParseTuple(args, "O&|ppz", fs_path, &path_a, &trust, &facts_only, &interpreter))
         return NULL;
     NEED_CTX(self);
     unsigned flags = (trust ? MPII_REPLAY_TRUST : 0u) | (facts_only ? MPII_REPLAY_FACTS_ONLY : 0u);
@@ -635,9 +690,10 @@ LOCKED_METHOD(replay)
 /* save(path, with_data, label): the knowledge to a file, atomically. */
 static PyObject *Context_save_locked(ContextObject *self, PyObject *args)
 {
-    const char *path, *label = NULL;
+    fs_arg path_a;
+    const char *path = path_a.s, *label = NULL;
     int with_data = 0;
-    if (!PyArg_ParseTuple(args, "sp|z", &path, &with_data, &label))
+    if (!PyArg_ParseTuple(args, "O&p|z", fs_path, &path_a, &with_data, &label))
         return NULL;
     NEED_CTX(self);
     mpii_image *img = NULL;
@@ -678,8 +734,9 @@ LOCKED_METHOD(sources)
 
 static PyObject *Context_forget_locked(ContextObject *self, PyObject *args)
 {
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     NEED_CTX(self);
     mpii_context_forget(self->ctx, path);
@@ -719,6 +776,7 @@ static PyObject *Context_close(ContextObject *self, PyObject *unused)
         mpii_context_destroy(ctx);
         Py_END_ALLOW_THREADS
     }
+    mpii_stage_hold_close(&self->hold);
     Py_RETURN_NONE;
 }
 
@@ -864,8 +922,9 @@ static PyObject *core_zero_stats(PyObject *module, PyObject *unused)
 static PyObject *core_read_image(PyObject *module, PyObject *args)
 {
     core_state *state = get_state(module);
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     mpii_image *img = NULL;
     char label[MPII_IMAGE_LABEL_MAX + 1] = "";
@@ -881,7 +940,8 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
     PyObject *list = PyList_New(0);
     for (size_t i = 0; list != NULL && i < mpii_image_count(img); i++) {
         const mpii_entry *e = mpii_image_entry_at(img, i);
-        PyObject *t = Py_BuildValue("(sIsnKL)", kinds[e->kind <= 4 ? e->kind : 0], (unsigned)e->flags, e->path,
+        PyObject *t = Py_BuildValue("(sINnKL)", kinds[e->kind <= 4 ? e->kind : 0], (unsigned)e->flags,
+                                    PyUnicode_DecodeFSDefaultAndSize(e->path, (Py_ssize_t)e->path_len),
                                     (Py_ssize_t)e->data_len, (unsigned long long)e->size, (long long)e->mtime_ns);
         if (t == NULL || PyList_Append(list, t) < 0)
             Py_CLEAR(list);
@@ -899,8 +959,9 @@ static PyObject *core_read_image(PyObject *module, PyObject *args)
 static PyObject *stage_or_unstage(PyObject *module, PyObject *args, int stage)
 {
     core_state *state = get_state(module);
-    const char *image;
-    if (!PyArg_ParseTuple(args, "s", &image))
+    fs_arg image_a;
+    const char *image = image_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &image_a))
         return NULL;
     mpii_config cfg;
     if (load_config(NULL, &cfg) != 0)
@@ -959,8 +1020,9 @@ static int mapped_cb(struct dl_phdr_info *info, size_t size, void *arg)
 static PyObject *core_mapped(PyObject *module, PyObject *args)
 {
     (void)module;
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path))
+    fs_arg path_a;
+    const char *path = path_a.s;
+    if (!PyArg_ParseTuple(args, "O&", fs_path, &path_a))
         return NULL;
     struct mapped_probe p = {path, 0};
     (void)dl_iterate_phdr(mapped_cb, &p); /* returns the callback's last value */

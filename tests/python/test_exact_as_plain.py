@@ -6,6 +6,7 @@ recorded list; a directory listed under `mpiimport run` comes back in the
 file system's own order, not sorted."""
 import os
 import subprocess
+import sysconfig
 
 import pytest
 
@@ -24,7 +25,10 @@ eps = md.entry_points()
 groups = sorted(eps.groups) if hasattr(eps, "groups") else sorted(eps)
 dists = [(d.metadata["Name"], d.version) for d in md.distributions()]
 pkgs = list(md.packages_distributions().items())
-sys.stdout.write("RESULT %r\n" % ((groups, dists, pkgs),))
+# a digest: two ranks' long lines may come out of mpirun cut into each other
+import hashlib
+text = repr((groups, dists, pkgs))
+sys.stdout.write("RESULT %d %s\n" % (len(dists), hashlib.sha256(text.encode()).hexdigest()))
 """
 
 
@@ -108,7 +112,21 @@ try:
     import nosuchmod_xyz
 except ImportError:
     traceback.print_exc()
+try:
+    import synerr
+except SyntaxError:
+    traceback.print_exc()
+try:
+    import extraise
+except ValueError:
+    traceback.print_exc()
 print("DONE", flush=True)
+"""
+SYNTAX_ERROR = "def f(:\n    pass\n"
+EXT_RAISING = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+PyMODINIT_FUNC PyInit_extraise(void) { PyErr_SetString(PyExc_ValueError, "extension init failed"); return NULL; }
 """
 
 
@@ -118,16 +136,23 @@ def test_a_module_body_warns_and_raises_as_plain(tmp_path, mode):
     importlib's frames and the module body: `warnings.warn(...,
     DeprecationWarning, stacklevel=2)` was attributed to _hook.py (and so
     dropped: the default filter shows it only for __main__), and a
-    traceback from a module body showed importlib's and _hook.py's frames."""
+    traceback from a module body showed importlib's and _hook.py's frames;
+    a module that does not compile, or an extension whose init fails, showed
+    _hook.py's frames and a chained "During handling of" a fallback."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "depmod.py").write_text(DEPRECATED)
     (site / "badmod.py").write_text(RAISING)
+    (site / "synerr.py").write_text(SYNTAX_ERROR)
+    (tmp_path / "extraise.c").write_text(EXT_RAISING)
+    subprocess.run(["cc", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], str(tmp_path / "extraise.c"),
+                    "-o", str(site / ("extraise" + sysconfig.get_config_var("EXT_SUFFIX")))], check=True)
     job = tmp_path / "job.py"
     job.write_text(BODY_JOB)
     env = {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     plain = run_plain([str(job)], extra_env=env)
     assert "job.py\", line" in plain.stderr and "DeprecationWarning: depmod is deprecated" in plain.stderr
+    assert "SyntaxError" in plain.stderr and "ValueError: extension init failed" in plain.stderr, plain.stderr
     env["JOB_INSTALL"] = "1"
     runs = 1
     if mode == "recorded":

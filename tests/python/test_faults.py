@@ -136,7 +136,7 @@ def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
     dead.wait()
     uid = os.geteuid()
 
-    def plant(name, pids):
+    def plant(name, pids, old=True):
         root = stage / name
         (root / "usr" / "lib").mkdir(parents=True, mode=0o700)
         (root / "usr" / "lib" / "libx.so").write_bytes(b"x" * 1000)
@@ -145,10 +145,16 @@ def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
         live.mkdir(mode=0o700)
         for pid in pids:
             (live / str(pid)).write_text("")
+        if old:   # a registry last changed two minutes ago
+            then = time.time() - 120
+            os.utime(str(live), (then, then))
         return root
 
     gone = plant("mpiimport-%d-killed-0000000000000001-n0" % uid, [dead.pid])
     alive = plant("mpiimport-%d-running-0000000000000002-n0" % uid, [dead.pid, os.getpid()])
+    # a job being made right now (its registry made, its first process not yet
+    # in it): another job's sweep must leave it alone
+    young = plant("mpiimport-%d-starting-0000000000000003-n0" % uid, [dead.pid], old=False)
     shm_dead = "/dev/shm/mpiimport-%d-0-%016x" % (dead.pid, 0xABC)
     shm_alive = "/dev/shm/mpiimport-%d-0-%016x" % (os.getpid(), 0xABD)
     for f in (shm_dead, shm_alive):
@@ -159,6 +165,7 @@ def test_start_up_sweeps_what_killed_jobs_of_this_user_left(tmp_path):
         p = run_mpi(2, ["-c", code], extra_env={"MPIIMPORT_STAGE_DIR": str(stage)}, timeout=120)
         assert not gone.exists() and not (stage / (gone.name + ".live")).exists()
         assert alive.exists() and (alive / "usr" / "lib" / "libx.so").exists()
+        assert young.exists() and (young / "usr" / "lib" / "libx.so").exists()
         assert not os.path.exists(shm_dead) and os.path.exists(shm_alive)
         # rank 0 (the node's first) swept: at least the stage under its private stage
         # directory (another job of this user, a concurrent test, may sweep /dev/shm first)
@@ -215,3 +222,44 @@ def test_non_root_ranks_keep_no_private_copy_of_file_bytes(tmp_path):
     for r in (0, 1, 2):
         assert got[r][3] == 2.0
         assert got[r][2] < 0.05 * image, (r, got[r], image)
+
+
+def test_a_file_name_that_is_not_utf8_is_a_path_like_any_other(tmp_path):
+    """Old code: `pack --prefix` of a tree holding a file named in Latin-1
+    (bytes that are not UTF-8, as old archives have) died in a traceback and
+    wrote no image. Now it is packed, shown, staged and served under
+    `mpiimport run` with its bytes, as the file system has it; a module
+    next to it is imported through the hook as plainly."""
+    build = os.environ.get("MPIIMPORT_TEST_BUILD", "")
+    launcher = os.path.join(build, "bin", "mpiimport")
+    top = tmp_path / "tree"
+    (top / "pkg").mkdir(parents=True)
+    latin = os.fsdecode(b"caf\xe9.txt")
+    with open(os.path.join(str(top / "pkg"), latin), "w") as f:
+        f.write("latin-1 name\n")
+    (top / "pkg" / "__init__.py").write_text("VALUE = 42\n")
+    image = tmp_path / "tree.mpii"
+    shm = tmp_path / "shm"
+    shm.mkdir(mode=0o700)
+    env = job_env({"MPIIMPORT_STAGE_DIR": str(shm)})
+    p = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "--prefix", str(top), "-o", str(image)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    show = subprocess.run([PYTHON, "-m", "mpiimport", "show", str(image), "--all"], env=env,
+                          capture_output=True, timeout=120)
+    assert show.returncode == 0 and b"caf\xe9.txt" in show.stdout, show.stdout + show.stderr
+    s = subprocess.run([launcher, "stage", str(image)], env=env, capture_output=True, text=True, timeout=120)
+    assert s.returncode == 0, s.stdout + s.stderr
+    probe = ("import os, sys; sys.path.insert(0, %r); import pkg; d = %r; "
+             "print(sorted(os.listdir(d)), [open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d)) "
+             "if n.endswith('.txt')], pkg.VALUE)" % (str(top), str(top / "pkg")))
+    plain = subprocess.run([PYTHON, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([launcher, "run", "--image", str(image), "--", PYTHON, "-c", probe], env=env,
+                         capture_output=True, text=True, timeout=120)
+    hook = run_mpi(2, ["-c", "import mpiimport; mpiimport.install(); " + probe],
+                   extra_env={"MPIIMPORT_SHARED_PREFIXES": str(top), "MPIIMPORT_TIMEOUT": "20"}, timeout=300)
+    subprocess.run([launcher, "unstage", str(image)], env=env, capture_output=True, timeout=120)
+    assert plain.returncode == 0 and "caf\\udce9.txt" in plain.stdout, plain.stderr
+    assert run.returncode == 0 and run.stdout == plain.stdout, run.stdout + run.stderr
+    assert hook.stdout.splitlines() == plain.stdout.splitlines() * 2, hook.stdout + hook.stderr
+    assert "mpiimport" not in hook.stderr, hook.stderr

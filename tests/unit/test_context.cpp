@@ -281,6 +281,25 @@ TEST(ImageFile, AFifoOrADirectoryIsRefusedAtOnce)
     EXPECT_STREQ(mpii_strerror(MPII_ERR_NOTREG), "not a regular file");
 }
 
+TEST(Context, AFifoUnderAServedDirectoryIsNotAFileAndDoesNotBlock)
+{
+    // rank 0 asked for the bytes of a FIFO (a data "file" of a package, a
+    // named pipe in the program's tree): no writer, so a blocking open()
+    // would never return; it is answered as no regular file
+    Tree t;
+    std::string fifo = t.dir + "/data.fifo";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    mpii_context *ctx = make_ctx(t.dir);
+    ASSERT_NE(ctx, nullptr);
+    const mpii_entry *e = nullptr;
+    ASSERT_EQ(mpii_context_file(ctx, fifo.c_str(), 1, &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    ASSERT_EQ(mpii_context_file(ctx, "/dev/null", 1, &e), MPII_OK);
+    EXPECT_EQ(e, nullptr);
+    EXPECT_EQ(mpii_context_finish(ctx), MPII_OK);
+    mpii_context_destroy(ctx);
+}
+
 TEST(Context, ARecordedListIsFactsOnly)
 {
     // a list file crafted to carry code and bytes (as another user could):

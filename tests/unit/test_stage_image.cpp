@@ -81,8 +81,9 @@ TEST(StageImage, StagesOnceAnswersPathsAndKeepsMtimes)
     EXPECT_EQ(already, 1);
 
     char root[4096];
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
     mpii_image *index = nullptr;
-    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &hold, &index), MPII_OK);
     char staged[8192];
     EXPECT_EQ(mpii_stage_image_resolve(index, root, "/orig/lib/libb.so", staged, sizeof staged),
               MPII_ANSWER_STAGED);
@@ -135,7 +136,7 @@ TEST(StageImage, StagesOnceAnswersPathsAndKeepsMtimes)
     int removed = 0;
     ASSERT_EQ(mpii_unstage_image(shm.c_str(), image.c_str(), &removed), MPII_OK);
     EXPECT_EQ(removed, 1);
-    EXPECT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index),
+    EXPECT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &hold, &index),
               MPII_ERR_NOTFOUND);
 }
 
@@ -163,15 +164,100 @@ TEST(StageImage, ADamagedStageIsRefused)
             ASSERT_EQ(unlink((r + "/.mpiimport/seal").c_str()), 0);
         }
         mpii_image *index = nullptr;
-        mpii_status st = mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index);
+        mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
+        mpii_status st = mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &hold, &index);
         EXPECT_NE(st, MPII_OK) << "damage " << damage;
         EXPECT_EQ(index, nullptr);
         // staging again repairs it
         ASSERT_EQ(s.stage(), MPII_OK);
         EXPECT_EQ(s.already, 0) << "damage " << damage;
-        ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+        ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &hold, &index), MPII_OK);
         mpii_image_destroy(index);
+        mpii_stage_hold_close(&hold);
     }
+}
+
+TEST(StageHold, OnlyThisUsersClosedDirectoryIsHeld)
+{
+    TempDir t;
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
+    std::string open_dir = t.dir + "/open", link = t.dir + "/link", ours = t.dir + "/ours";
+    ASSERT_EQ(mkdir(open_dir.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(ours.c_str(), 0700), 0);
+    ASSERT_EQ(symlink(ours.c_str(), link.c_str()), 0);
+    EXPECT_EQ(mpii_stage_hold_open(open_dir.c_str(), &hold), MPII_ERR_UNSAFE);   // others may write
+    EXPECT_EQ(mpii_stage_hold_open(link.c_str(), &hold), MPII_ERR_UNSAFE);       // a link to it
+    EXPECT_EQ(mpii_stage_hold_open((t.dir + "/none").c_str(), &hold), MPII_ERR_NOTFOUND);
+    EXPECT_EQ(hold.fd, -1);
+    ASSERT_EQ(chmod(ours.c_str(), 01700), 0);                                     // being removed
+    EXPECT_EQ(mpii_stage_hold_open(ours.c_str(), &hold), MPII_ERR_UNSAFE);
+    ASSERT_EQ(chmod(ours.c_str(), 0700), 0);
+    ASSERT_EQ(mpii_stage_hold_open(ours.c_str(), &hold), MPII_OK);
+    EXPECT_GE(hold.fd, 3);
+    EXPECT_EQ(std::string(hold.path), "/proc/self/fd/" + std::to_string(hold.fd));
+    EXPECT_NE(fcntl(hold.fd, F_GETFD) & FD_CLOEXEC, 0);
+    struct stat a, b;
+    ASSERT_EQ(stat(ours.c_str(), &a), 0);
+    ASSERT_EQ(stat(hold.path, &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_TRUE(mpii_stage_hold_valid(&hold));
+    mpii_stage_hold_close(&hold);
+    EXPECT_EQ(hold.fd, -1);
+    EXPECT_FALSE(mpii_stage_hold_valid(&hold));
+}
+
+TEST(StageHold, TheHeldRootIsReadWhateverIsDoneToItsName)
+{
+    // a process holds a staged image; the stage is replaced under the same
+    // name (by anyone who can: here a rename and a new directory): the
+    // process still reads the directory it checked, and sees that it is gone
+    TempDir t;
+    Staged s(t);
+    char root[4096];
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
+    mpii_image *index = nullptr;
+    ASSERT_EQ(mpii_stage_image_load(s.shm.c_str(), s.image.c_str(), root, sizeof root, &hold, &index), MPII_OK);
+    std::string r = root, aside = r + ".aside";
+    ASSERT_EQ(rename(r.c_str(), aside.c_str()), 0);
+    ASSERT_EQ(mkdir(r.c_str(), 0700), 0);
+    ASSERT_EQ(mkdir((r + "/orig").c_str(), 0700), 0);
+    ASSERT_EQ(mkdir((r + "/orig/lib").c_str(), 0700), 0);
+    std::ofstream(r + "/orig/lib/liba.so") << "someone else's";
+    char staged[8192];
+    ASSERT_EQ(mpii_stage_image_resolve(index, hold.path, "/orig/lib/liba.so", staged, sizeof staged),
+              MPII_ANSWER_STAGED);
+    std::ifstream f(staged);
+    std::string got((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::ifstream g(aside + "/orig/lib/liba.so");
+    std::string want((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(got, want);
+    EXPECT_NE(got, "someone else's");
+    EXPECT_TRUE(mpii_stage_hold_valid(&hold));   // renamed, not removed: still the stage checked
+    // unstaging (of the directory now under the name, then of the held one) marks and removes
+    ASSERT_EQ(rename(r.c_str(), (r + ".other").c_str()), 0);
+    ASSERT_EQ(rename(aside.c_str(), r.c_str()), 0);
+    int removed = 0;
+    ASSERT_EQ(mpii_unstage_image(s.shm.c_str(), s.image.c_str(), &removed), MPII_OK);
+    EXPECT_EQ(removed, 1);
+    EXPECT_FALSE(mpii_stage_hold_valid(&hold));
+    mpii_image_destroy(index);
+    mpii_stage_hold_close(&hold);
+}
+
+TEST(StageHold, AStageReplacedByAChangedImageIsSeenAsGoing)
+{
+    TempDir t;
+    Staged s(t);
+    char root[4096];
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
+    mpii_image *index = nullptr;
+    ASSERT_EQ(mpii_stage_image_load(s.shm.c_str(), s.image.c_str(), root, sizeof root, &hold, &index), MPII_OK);
+    EXPECT_TRUE(mpii_stage_hold_valid(&hold));
+    // the stage's root given away (as staging a changed image does first)
+    ASSERT_EQ(chmod(root, 01700), 0);
+    EXPECT_FALSE(mpii_stage_hold_valid(&hold));
+    mpii_image_destroy(index);
+    mpii_stage_hold_close(&hold);
 }
 
 const char *no_env(void *, const char *) { return nullptr; }
@@ -239,8 +325,9 @@ TEST(StageImage, MakesListedDirectoriesAndKnowsLinks)
     uint64_t files = 0, bytes = 0;
     ASSERT_EQ(mpii_stage_image(shm.c_str(), image.c_str(), 5.0, &already, &files, &bytes), MPII_OK);
     char root[4096];
+    mpii_stage_hold hold = MPII_STAGE_HOLD_INIT;
     mpii_image *index = nullptr;
-    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &index), MPII_OK);
+    ASSERT_EQ(mpii_stage_image_load(shm.c_str(), image.c_str(), root, sizeof root, &hold, &index), MPII_OK);
     struct stat sb;
     char staged_buf[8192];
     for (const char *d : {"", "/sub", "/dlink"}) {

@@ -3,10 +3,12 @@
 // this user's leftovers whose processes are gone and nothing else.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -102,8 +104,14 @@ TEST(StageRegistry, SweepRemovesOnlyWhatNoLiveProcessUses)
     make_stage(gone);
     make_stage(used);
     make_stage(unknown);
+    std::string young = stage_dir.path + "/mpiimport-0-job-00000000000000dd-n0";  // being made
+    make_stage(young);
+    ASSERT_EQ(mkdir((young + ".live").c_str(), 0700), 0);
+    touch(young + ".live/" + std::to_string(dead));
     ASSERT_EQ(mkdir((gone + ".live").c_str(), 0700), 0);
     touch(gone + ".live/" + std::to_string(dead));
+    struct timespec then[2] = {{time(nullptr) - 120, 0}, {time(nullptr) - 120, 0}};  // changed 2 min ago
+    ASSERT_EQ(utimensat(AT_FDCWD, (gone + ".live").c_str(), then, 0), 0);
     ASSERT_EQ(mpii_stage_register(used.c_str()), MPII_OK);  // this process: alive
     std::string f_dead = shm_dir.path + "/mpiimport-" + std::to_string(dead) + "-3-00000000000000ab";
     std::string f_live = shm_dir.path + "/mpiimport-" + std::to_string((long)getpid()) + "-0-00000000000000ab";
@@ -116,6 +124,7 @@ TEST(StageRegistry, SweepRemovesOnlyWhatNoLiveProcessUses)
     EXPECT_FALSE(exists(gone + ".live"));
     EXPECT_TRUE(exists(used + "/usr/lib/libx.so"));
     EXPECT_TRUE(exists(unknown + "/usr/lib/libx.so"));
+    EXPECT_TRUE(exists(young + "/usr/lib/libx.so"));  // a registry this young is a job starting
     EXPECT_FALSE(exists(f_dead));
     EXPECT_TRUE(exists(f_live));
     EXPECT_TRUE(exists(f_other));  // not a transport file's name

@@ -67,7 +67,9 @@ size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir);
  * checksum) is there (nothing written). load: the index of a sealed, valid
  * stage (seal, index checksum, every staged file's stat; node-local calls
  * only), its root in root; MPII_ERR_NOTFOUND when not staged. unstage:
- * removes it (*removed: it was there). */
+ * removes it (*removed: it was there). A stage that gives way (unstaged, or
+ * replaced by a changed image's) is first marked as going (its root's
+ * sticky bit): the processes holding it read the originals from then on. */
 #include "mpiimport/image.h"
 mpii_status mpii_stage_image_root(const char *stage_dir, const char *image_path, char *root,
                                   size_t cap);
@@ -79,8 +81,31 @@ mpii_status mpii_stage_image(const char *stage_dir, const char *image_path, doub
 mpii_status mpii_stage_image_bytes(const char *stage_dir, const char *image_path, const uint8_t *buf,
                                    size_t len, double timeout_s, int *already, uint64_t *files,
                                    uint64_t *bytes);
+/* A staged image's root, held open by the process that uses it. A root is
+ * named predictably (<stage_dir>/mpiimport-<uid>-image-<hash>) in a
+ * directory every user writes (/dev/shm): once removed (unstaged, staged
+ * anew), another user may make a directory of that name. So a process
+ * checks the root once, through a descriptor (a directory, not a link,
+ * owned by this user, no access for anyone else, not being removed), keeps
+ * that descriptor, and reaches every staged file through it: path is
+ * "/proc/self/fd/<fd>", which names that very directory whatever is done
+ * to the name. fd is close-on-exec and kept above the numbers programs
+ * choose themselves; a process that execs holds the root anew. valid:
+ * still that directory, still in place and not being removed (an fstat),
+ * else the caller stops using the stage and reads the originals. */
+typedef struct mpii_stage_hold {
+    int fd;
+    uint64_t dev, ino;
+    char path[32];
+} mpii_stage_hold;
+#define MPII_STAGE_HOLD_INIT {-1, 0, 0, ""}
+mpii_status mpii_stage_hold_open(const char *root, mpii_stage_hold *hold);
+int mpii_stage_hold_valid(const mpii_stage_hold *hold);
+void mpii_stage_hold_close(mpii_stage_hold *hold);
+/* root receives the root's name; hold, the held root, through which the
+ * index was read (and every staged file is to be read). */
 mpii_status mpii_stage_image_load(const char *stage_dir, const char *image_path, char *root,
-                                  size_t root_cap, mpii_image **index);
+                                  size_t root_cap, mpii_stage_hold *hold, mpii_image **index);
 mpii_status mpii_unstage_image(const char *stage_dir, const char *image_path, int *removed);
 
 /* The whole image to every node in one collective (distribute_image.c), for

@@ -438,6 +438,11 @@ def _stage(args):
     try:
         already, files, nbytes, root = _core.stage_image(args.image)
     except (_core.Error, ValueError) as e:
+        if "not ours" in str(e):   # the stage's name is taken: never the image's fault
+            print("mpiimport stage: %s: the stage's name for %s is not ours (another user's, or open to "
+                  "others, or a link): nothing staged; jobs run plainly until it is gone"
+                  % (_node_name(), args.image), file=sys.stderr)
+            return 1
         print("mpiimport stage: %s: %s (nothing staged; check the image with `python3 -m mpiimport "
               "show %s`)" % (_node_name(), e, args.image), file=sys.stderr)
         return 1

@@ -170,11 +170,14 @@ class _Session:
             outer = self.depth == 0
             self.depth += 1
             try:
-                return produce()
-            except _Fallback as e:
-                if not outer:
-                    raise
-                self.fallback(request, e)
+                try:
+                    return produce()
+                except _Fallback as e:
+                    if not outer:
+                        raise
+                    self.fallback(request, e)
+                # plain() outside the handler: what it raises is plain's own
+                # exception, not one "during handling of" the fallback
                 self.plain = True
                 try:
                     return plain()
@@ -455,6 +458,28 @@ class MpiExtensionLoader(_Served, ExtensionFileLoader):
 
         return self._served(spec.name, produce,
                             lambda: super(MpiExtensionLoader, self).create_module(spec))
+
+
+# The frames a served load puts between importlib's and the code that raises
+# (a source that does not compile, an extension's init that fails) count as
+# importlib's own: CPython cuts a run of importlib frames ending in
+# _call_with_frames_removed out of the traceback, and only frames whose file
+# is importlib's are in such a run. So these functions (and the functions
+# defined in them) carry importlib's file name, and a traceback of a failed
+# import is plain's, frame for frame. (A bug of mpiimport's own in them shows
+# up as a frame of "<frozen importlib._bootstrap_external>" named after the
+# function here.)
+
+
+def _as_importlib_frames(code):
+    consts = tuple(_as_importlib_frames(c) if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_filename="<frozen importlib._bootstrap_external>", co_consts=consts)
+
+
+for _f in (_Session.step, _Served._served, MpiSourceLoader.get_code, MpiSourcelessLoader.get_code,
+           MpiExtensionLoader.create_module, _compile_served):
+    _f.__code__ = _as_importlib_frames(_f.__code__)
+del _f
 
 
 _AFTER_EXEC_LOADERS = {}
@@ -913,6 +938,13 @@ def _start_session(s):
         return label
 
 
+# How many MPIIMPORT_TIMEOUTs a rank waits for rank 0's start message: rank
+# 0 may be slow to start (it reads a recorded list or a large image, compiles
+# stale sources), but a start that never comes (a fault) must not hang the
+# rank: it then imports plainly, after saying why.
+_START_TIMEOUTS = 10
+
+
 def _receive_start(s):
     """A rank other than 0: the start message's label, or None (then this rank
     imports plainly, after saying why). Rank 0 answered the hello moments ago
@@ -920,20 +952,30 @@ def _receive_start(s):
     (reads the list or the image, compiles stale sources, sends), so a long
     wait means a slow rank 0 (a large image, a loaded node, a slow file
     system), not a rank that went elsewhere: the wait goes on, in slices of
-    MPIIMPORT_TIMEOUT, for as long as no process of this node's job is known
-    dead (a dead rank 0 on another node is the launcher's business: it ends
-    the job, as it would without mpiimport)."""
-    while True:
+    MPIIMPORT_TIMEOUT, up to _START_TIMEOUTS of them, while no process of
+    this node's job is known dead (a dead rank 0 on another node is the
+    launcher's business: it ends the job, as it would without mpiimport)."""
+    for _ in range(_START_TIMEOUTS):
         try:
             return s.ctx.receive(s.timeout)
         except _core.Timeout as e:
-            if not _node_peer_died(s):
+            why = _start_cannot_come(s)
+            if why is None:
                 continue
-            s.warn_once("start", "no start message from rank 0 (%s; a process of this job on this node "
-                        "died)" % e)
+            s.warn_once("start", "no start message from rank 0 (%s; %s)" % (e, why))
         except _core.Error as e:
             s.warn_once("start", "no start message from rank 0 (%s)" % e)
         return None
+    s.warn_once("start", "no start message from rank 0 in %d x MPIIMPORT_TIMEOUT (%g s)"
+                % (_START_TIMEOUTS, _START_TIMEOUTS * s.timeout))
+    return None
+
+
+def _start_cannot_come(s):
+    """Why the start message can no longer come (None: it still may)."""
+    if _node_peer_died(s):
+        return "a process of this job on this node died"
+    return None
 
 
 def _node_peer_died(s):
