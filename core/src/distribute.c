@@ -449,18 +449,38 @@ static int node_peer_died(const mpii_context *ctx)
 
 typedef mpii_status (*end_wait_fn)(mpii_context *ctx, double timeout_s);
 
-/* MPII_ERR_TIMEOUT only once a process of the node is known dead. */
+/* MPII_ERR_TIMEOUT only once a process of the node is known dead, or, in a
+ * job of one node, once every process of it has waited at its end for
+ * MPIIMPORT_TIMEOUT (at least END_STALL_MIN_S) with no progress: nobody is
+ * left to compute, so the transport itself is stuck (a forked child's exit
+ * can break a fabric endpoint it shared), and waiting on would hang the job
+ * for ever. */
+#define END_STALL_MIN_S 10.0
 static mpii_status wait_for_peers(mpii_context *ctx, end_wait_fn fn)
 {
     double first = ctx->cfg.timeout_s < END_FIRST_S ? ctx->cfg.timeout_s : END_FIRST_S;
     mpii_status st = fn(ctx, first);
     long pause_ns = END_PAUSE_MIN_NS;
-    double checked = mpii_monotonic_s();
+    double checked = mpii_monotonic_s(), all_ended_since = -1.0;
+    double stall_s = ctx->cfg.timeout_s > END_STALL_MIN_S ? ctx->cfg.timeout_s : END_STALL_MIN_S;
+    int one_node = ctx->node.local_size == ctx->size;
+    if (st == MPII_ERR_TIMEOUT && ctx->registered) {
+        mpii_status marked = mpii_stage_at_end(ctx->stage_root);
+        (void)marked; /* unmarked: this node's stall is never concluded, only waited out */
+    }
     while (st == MPII_ERR_TIMEOUT) {
         double now = mpii_monotonic_s();
         if (now - checked >= END_CHECK_S) {
             if (node_peer_died(ctx))
                 return st;
+            if (one_node && ctx->registered && mpii_stage_all_at_end(ctx->stage_root)) {
+                if (all_ended_since < 0)
+                    all_ended_since = now;
+                else if (now - all_ended_since >= stall_s)
+                    return st;
+            } else {
+                all_ended_since = -1.0;
+            }
             checked = now;
         }
         struct timespec ts = {0, pause_ns};

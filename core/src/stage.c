@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -277,6 +278,28 @@ static mpii_status wait_for_writer(int dirfd, const char *name, const char *fail
 }
 
 /* Stages the file name inside dirfd. */
+/* The node's shared memory is the job's too: MPI's shared-memory transport
+ * maps its segments there, and a full /dev/shm kills a job with SIGBUS
+ * (measured: a 4-rank Open MPI job whose stage filled it). So a file is
+ * staged only while the file system keeps STAGE_RESERVE_MIN bytes, or
+ * STAGE_RESERVE_PERCENT of its size if that is more, free after it. */
+#define STAGE_RESERVE_MIN (64ull << 20)
+#define STAGE_RESERVE_PERCENT 5ull
+
+static int leaves_room(int fd, size_t len)
+{
+    struct statvfs vs;
+    if (fstatvfs(fd, &vs) != 0 || vs.f_blocks == 0)
+        return 1; /* cannot tell (or not a sized file system): the write itself says */
+    unsigned long long unit = vs.f_frsize ? vs.f_frsize : vs.f_bsize;
+    unsigned long long total = (unsigned long long)vs.f_blocks * unit;
+    unsigned long long avail = (unsigned long long)vs.f_bavail * unit;
+    unsigned long long reserve = total / 100ull * STAGE_RESERVE_PERCENT;
+    if (reserve < STAGE_RESERVE_MIN)
+        reserve = STAGE_RESERVE_MIN;
+    return avail > reserve && avail - reserve > (unsigned long long)len;
+}
+
 static mpii_status stage_in_dir(int dirfd, const char *name, size_t name_len, const void *data,
                                 size_t len, double timeout_s)
 {
@@ -312,6 +335,10 @@ static mpii_status stage_in_dir(int dirfd, const char *name, size_t name_len, co
         (void)close(fd);
         (void)unlinkat(dirfd, part, 0);
         return s;
+    }
+    if (!leaves_room(dirfd, len)) { /* as a write that found the file system full */
+        (void)close(fd);
+        return give_up_nospace(dirfd, part, failed);
     }
     return write_and_publish(dirfd, fd, final_name, part, failed, data, len);
 }

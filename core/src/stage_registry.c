@@ -27,6 +27,8 @@
 
 #define LIVE_SUFFIX ".live"
 #define SWEEP_GRACE_S 60
+#define PART_INFIX ".part-" /* stage_image.c: a staged image being written */
+#define END_SUFFIX ".end"   /* "<pid>.end": that process waits at the end of its session */
 
 static int pid_alive(long pid)
 {
@@ -152,7 +154,8 @@ mpii_status mpii_stage_discard(const char *root)
         return MPII_ERR_IO;
     struct dirent *ent;
     while ((ent = readdir(d)) != NULL) {
-        if (parse_pid(ent->d_name, NULL) < 0)
+        const char *end = NULL;
+        if (parse_pid(ent->d_name, &end) < 0 || (*end != '\0' && strcmp(end, END_SUFFIX) != 0))
             continue;
         if (unlinkat(dirfd(d), ent->d_name, 0) != 0 && errno != ENOENT && result == MPII_OK)
             result = MPII_ERR_IO;
@@ -178,11 +181,59 @@ mpii_status mpii_stage_leave(const char *root, int *last)
         return MPII_ERR_TOOLONG;
     if (unlink(me) != 0 && errno != ENOENT)
         return MPII_ERR_IO;
+    if (snprintf(me, sizeof me, "%s/%ld" END_SUFFIX, live, (long)getpid()) < (int)sizeof me &&
+        unlink(me) != 0 && errno != ENOENT)
+        return MPII_ERR_IO;
     /* A registry that cannot be read (gone: swept while it was being made)
      * tells nothing: not the last, the stage is left to a later sweep. */
     int alive = count_live(live, 0);
     *last = alive == 0;
     return MPII_OK;
+}
+
+mpii_status mpii_stage_at_end(const char *root)
+{
+    char live[4096], me[4200];
+    mpii_status st = live_dir_of(root, live, sizeof live);
+    if (st != MPII_OK)
+        return st;
+    int n = snprintf(me, sizeof me, "%s/%ld" END_SUFFIX, live, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof me)
+        return MPII_ERR_TOOLONG;
+    int fd = open(me, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == ENOSPC ? MPII_ERR_NOSPACE : MPII_ERR_IO;
+    return close(fd) == 0 ? MPII_OK : MPII_ERR_IO;
+}
+
+int mpii_stage_all_at_end(const char *root)
+{
+    char live[4096];
+    if (root == NULL || live_dir_of(root, live, sizeof live) != MPII_OK)
+        return 0;
+    int dfd = open(live, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return 0;
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int ok = close(dfd) == 0;
+        (void)ok;
+        return 0;
+    }
+    int all = 1, seen = 0;
+    struct dirent *ent;
+    while (all && (ent = readdir(d)) != NULL) {
+        long pid = parse_pid(ent->d_name, NULL);
+        if (pid < 0 || pid == (long)getpid() || !pid_alive(pid))
+            continue;
+        char end[64];
+        seen++;
+        all = snprintf(end, sizeof end, "%ld" END_SUFFIX, pid) < (int)sizeof end &&
+              faccessat(dirfd(d), end, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    }
+    if (closedir(d) != 0)
+        return 0;
+    return all && seen > 0;
 }
 
 /* "mpiimport-<pid>-<rank>-<16 hex>": a transport's per-process file. */
@@ -225,6 +276,21 @@ size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir)
             if (n < 0 || (size_t)n >= sizeof path)
                 continue;
             size_t len = strlen(name);
+            const char *part = strstr(name, PART_INFIX);
+            if (k == 0 && S_ISDIR(sb.st_mode) && part != NULL && (sb.st_mode & 077) == 0) {
+                /* a staged image being written by a stager that was killed:
+                 * "<root>.part-<pid>" whose pid is gone (and old enough that
+                 * the pid was not just handed to another stager) */
+                long pid = parse_pid(part + strlen(PART_INFIX), NULL);
+                mpii_stage *stage = NULL;
+                if (pid > 0 && !pid_alive(pid) && time(NULL) - sb.st_mtime >= SWEEP_GRACE_S &&
+                    mpii_stage_open(path, &stage) == MPII_OK) {
+                    if (mpii_stage_remove(stage) == MPII_OK)
+                        removed++;
+                    mpii_stage_close(stage);
+                }
+                continue;
+            }
             if (k == 0 && S_ISDIR(sb.st_mode) && len > strlen(LIVE_SUFFIX) &&
                 strcmp(name + len - strlen(LIVE_SUFFIX), LIVE_SUFFIX) == 0) {
                 /* A registry changed in the last SWEEP_GRACE_S is a job's

@@ -21,7 +21,14 @@
  * programs, MPIIMPORT_IMAGE + MPIIMPORT_STAGED=1, so that mpiimport.install()
  * and the site hook serve imports from the same stage (one layer, one copy).
  * A node without the stage (or with a damaged one) runs CMD plainly and says
- * so on stderr. This is the edge: it prints; the core returns errors. */
+ * so on stderr. This is the edge: it prints; the core returns errors.
+ *
+ * Built twice. `mpiimport` (MPIIMPORT_FRONT_END) links the core alone: the
+ * transports' libraries (libfabric, UCX, PMIx and theirs: 25 libraries, and
+ * UCX calibrates its clock at load, 0.2 s) would be loaded by every process
+ * of every step that `run`s from a stage. A collective stage (`stage` under
+ * PMIx, `run --stage` of an image not staged yet) execs the full command,
+ * <prefix>/libexec/mpiimport-collective, with the same command line. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -37,6 +44,7 @@
 #include "mpiimport/transport.h"
 
 #define AUDIT_LIB "libmpiimport_audit.so"
+#define COLLECTIVE_EXE "mpiimport-collective" /* in <prefix>/libexec */
 #define PRELOAD_LIB "libmpiimport_preload.so"
 
 static const char usage[] =
@@ -80,7 +88,8 @@ static int load_config(mpii_config *cfg)
 
 /* <directory of this executable>/../lib/<name> (the build tree and the
  * install tree have the same shape). */
-static int lib_path(const char *name, char *out, size_t cap)
+/* <this command's directory>/../<dir>/<name>, when it is a regular file. */
+static int beside_path(const char *dir, const char *name, char *out, size_t cap)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -91,10 +100,20 @@ static int lib_path(const char *name, char *out, size_t cap)
     if (slash == NULL)
         return -1;
     *slash = '\0';
-    int w = snprintf(out, cap, "%s/../lib/%s", exe, name);
+    /* (the collective command lives in libexec/, its libraries in lib/) */
+    size_t len = strlen(exe);
+    if (len >= 8 && strcmp(exe + len - 8, "/libexec") == 0)
+        exe[len - 8] = '\0';
+    else if ((slash = strrchr(exe, '/')) != NULL && strcmp(slash, "/bin") == 0)
+        *slash = '\0';
+    else if (snprintf(exe + len, sizeof exe - len, "/..") >= (int)(sizeof exe - len))
+        return -1;
+    int w = snprintf(out, cap, "%s/%s/%s", exe, dir, name);
     struct stat sb;
     return w > 0 && (size_t)w < cap && stat(out, &sb) == 0 && S_ISREG(sb.st_mode) ? 0 : -1;
 }
+
+static int lib_path(const char *name, char *out, size_t cap) { return beside_path("lib", name, out, cap); }
 
 /* Prepends lib to the ':'-separated list in the environment variable var. */
 static int prepend_env(const char *var, const char *lib)
@@ -106,6 +125,7 @@ static int prepend_env(const char *var, const char *lib)
     return w > 0 && (size_t)w < sizeof value ? setenv(var, value, 1) : -1;
 }
 
+#ifndef MPIIMPORT_FRONT_END
 /* Under a parallel launcher that gives no PMIx server (srun without
  * --mpi=pmix): staging in every process would read the image once per rank. */
 static int launched_without_pmix(void)
@@ -115,6 +135,23 @@ static int launched_without_pmix(void)
             getenv("PMI_RANK") != NULL);
 }
 
+#endif
+
+#ifdef MPIIMPORT_FRONT_END
+/* Execs the collective command with this command line (returns only when it
+ * cannot, after saying why). */
+static void exec_collective(const char *cmd, char **argv)
+{
+    char exe[PATH_MAX + 64];
+    if (beside_path("libexec", COLLECTIVE_EXE, exe, sizeof exe) != 0) {
+        fprintf(stderr, "mpiimport %s: %s not found beside this command (libexec/): cannot stage on every "
+                "node at once\n", cmd, COLLECTIVE_EXE);
+        return;
+    }
+    execv(exe, argv);
+    fprintf(stderr, "mpiimport %s: cannot run %s: %s\n", cmd, exe, strerror(errno));
+}
+#else
 /* The transport for staging: MPIIMPORT_TRANSPORT when the launcher has it,
  * else the first compiled one bootstrapped through PMIx; "self" outside a
  * launcher. NULL (why in err) when none can be used. */
@@ -177,7 +214,9 @@ static mpii_status stage_collectively(const mpii_config *cfg, const char *cmd, c
     return MPII_OK;
 }
 
-static int cmd_stage(const char *image, int stage)
+#endif /* MPIIMPORT_FRONT_END */
+
+static int cmd_stage(const char *image, int stage, char **argv)
 {
     mpii_config cfg;
     if (load_config(&cfg) != 0)
@@ -185,13 +224,23 @@ static int cmd_stage(const char *image, int stage)
     char root[4096];
     mpii_status st = mpii_stage_image_root(cfg.stage_dir, image, root, sizeof root);
     char why[256] = "";
+    /* what killed jobs and stagers of this user left on this node (stages,
+     * half-written staged images, transport files): never another user's */
+    size_t swept = mpii_stage_sweep(cfg.stage_dir, "/dev/shm");
+    (void)swept;
     if (st == MPII_OK && stage && getenv("PMIX_RANK") != NULL) {
         /* a job step of several tasks: rank 0 alone reads the image */
+#ifdef MPIIMPORT_FRONT_END
+        exec_collective("stage", argv);
+        snprintf(why, sizeof why, "no collective staging");
+#else
+        (void)argv;
         if (stage_transport(&cfg, why, sizeof why) != NULL) {
             mpii_image_job job;
             st = stage_collectively(&cfg, "stage", image, 0, 1, &job);
             return st == MPII_OK ? 0 : 1;
         }
+#endif
         fprintf(stderr, "mpiimport stage: %s; each task reads %s itself\n", why, image);
     }
     int flag = 0;
@@ -201,9 +250,13 @@ static int cmd_stage(const char *image, int stage)
                    : mpii_unstage_image(cfg.stage_dir, image, &flag);
     if (st == MPII_ERR_UNSAFE) {
         /* the name is taken: never the image's fault, and not ours to remove */
-        fprintf(stderr, "mpiimport %s: %s: %s is not ours (another user's, or open to others, or a "
+        struct stat sb;
+        char owner[64] = "";
+        if (lstat(root, &sb) == 0 && sb.st_uid != geteuid())
+            snprintf(owner, sizeof owner, " (made by uid %lu)", (unsigned long)sb.st_uid);
+        fprintf(stderr, "mpiimport %s: %s: %s%s is not ours (another user's, or open to others, or a "
                 "link): nothing %s; jobs run plainly until it is gone (its owner or an administrator "
-                "removes it)\n", stage ? "stage" : "unstage", image, root, stage ? "staged" : "removed");
+                "removes it)\n", stage ? "stage" : "unstage", image, root, owner, stage ? "staged" : "removed");
         return 1;
     }
     if (st != MPII_OK) {
@@ -268,7 +321,7 @@ static void stage_library_path(const mpii_image *index, const char *root)
     }
 }
 
-static int cmd_run(const char *image, int stage_here, char **argv)
+static int cmd_run(const char *image, int stage_here, char **argv, char **whole)
 {
     mpii_config cfg;
     char root[4096], audit[PATH_MAX + 64], preload[PATH_MAX + 64], pid[32];
@@ -283,7 +336,12 @@ static int cmd_run(const char *image, int stage_here, char **argv)
              * last process of either step removes it */
             temporary = mpii_stage_register(root) == MPII_OK;
         } else if (st == MPII_ERR_NOTFOUND && stage_here) {
-            size_t swept = mpii_stage_sweep(cfg.stage_dir, NULL); /* what killed steps left */
+#ifdef MPIIMPORT_FRONT_END
+            exec_collective("run", whole);
+            said = 1;
+#else
+            (void)whole;
+            size_t swept = mpii_stage_sweep(cfg.stage_dir, "/dev/shm"); /* what killed steps left */
             (void)swept;
             mpii_image_job job;
             st = stage_collectively(&cfg, "run", image, 1, cfg.verbose, &job);
@@ -291,6 +349,7 @@ static int cmd_run(const char *image, int stage_here, char **argv)
             said = st != MPII_OK;
             if (st == MPII_OK)
                 st = mpii_stage_image_load(cfg.stage_dir, image, root, sizeof root, &hold, &index);
+#endif
         }
     }
     char program[8192];
@@ -349,9 +408,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "stage") == 0)
-        return cmd_stage(argv[2], 1);
+        return cmd_stage(argv[2], 1, argv);
     if (argc == 3 && strcmp(argv[1], "unstage") == 0)
-        return cmd_stage(argv[2], 0);
+        return cmd_stage(argv[2], 0, argv);
     if (argc >= 2 && strcmp(argv[1], "run") == 0) {
         const char *image = NULL;
         int stage_here = 0, i = 2;
@@ -372,7 +431,7 @@ int main(int argc, char **argv)
                             "mpiimport run [--stage] --image IMAGE -- CMD [ARGS...]\n");
             return 2;
         }
-        return cmd_run(image, stage_here, argv + i);
+        return cmd_run(image, stage_here, argv + i, argv);
     }
     fputs(usage, stderr);
     return 2;

@@ -66,11 +66,17 @@ static struct preload_state {
     char named[4096]; /* its name (MPIIMPORT_AUDIT_ROOT): the registry beside it */
     mpii_stage_hold hold;
     int gone;         /* the stage was removed or replaced: everything passes through (atomic) */
-    int loading;
+    /* (the guard against this library's own calls: t_loading, per thread) */
     mpii_path_log log; /* MPIIMPORT_RECORD_PATHS: what passed through */
     char *roots;       /* .mpiimport/roots: "d PATH\n" / "l PATH\n" for the image's tops */
     char log_busy;     /* a spin lock around log (threads) */
 } g_preload;
+
+/* Set while this library itself calls the file system (loading the index,
+ * writing the log): those calls, which the core's code makes through the
+ * interposed names, pass through. Per thread: another thread's calls are
+ * served meanwhile. */
+static __thread int t_loading __attribute__((tls_model("initial-exec")));
 
 /* ---- the live set: directories this process (or the process that
  * started it) changed. Every answer for a live directory, and for any path
@@ -245,19 +251,19 @@ __attribute__((constructor)) static void preload_init(void)
         int rc = setenv("LD_LIBRARY_PATH", llp, 1);
         (void)rc; /* ld.so has read it already; only what the program sees */
     }
-    s->loading = 1;
+    t_loading = 1;
     mpii_status lst = mpii_path_log_open(&s->log, getenv("MPIIMPORT_RECORD_PATHS"), "preload");
     (void)lst; /* not recording is the answer to any failure here */
-    s->loading = 0;
+    t_loading = 0;
     const char *named = getenv("MPIIMPORT_AUDIT_ROOT");
     s->hold.fd = -1;
     if (named == NULL || named[0] != '/' || strlen(named) >= sizeof s->named)
         return;
     /* checked once, through a descriptor kept open: a directory another user
      * made under that name later is never read (mpii_stage_hold) */
-    s->loading = 1;
+    t_loading = 1;
     mpii_status hst = mpii_stage_hold_open(named, &s->hold);
-    s->loading = 0;
+    t_loading = 0;
     if (hst != MPII_OK)
         return;
     const char *root = s->hold.path;
@@ -266,9 +272,9 @@ __attribute__((constructor)) static void preload_init(void)
         return;
     uint8_t *buf = NULL;
     size_t len = 0;
-    s->loading = 1;
+    t_loading = 1;
     mpii_status st = mpii_read_file(path, O_NOFOLLOW, 1, &buf, &len);
-    s->loading = 0;
+    t_loading = 0;
     if (st != MPII_OK)
         return;
     mpii_image *img = NULL;
@@ -281,7 +287,7 @@ __attribute__((constructor)) static void preload_init(void)
     if (s->index != NULL && snprintf(path, sizeof path, "%s/.mpiimport/roots", root) < (int)sizeof path) {
         uint8_t *text = NULL;
         size_t tlen = 0;
-        s->loading = 1;
+        t_loading = 1;
         if (mpii_read_file(path, O_NOFOLLOW, 1, &text, &tlen) == MPII_OK) {
             char *r = realloc(text, tlen + 1); /* NUL-terminated, for strstr */
             if (r != NULL) {
@@ -291,7 +297,7 @@ __attribute__((constructor)) static void preload_init(void)
                 free(text);
             }
         }
-        s->loading = 0;
+        t_loading = 0;
     }
 }
 
@@ -346,7 +352,7 @@ static int stage_usable(void)
 static mpii_stage_answer answer(const char *path, char *staged)
 {
     struct preload_state *s = &g_preload;
-    if (s->loading || path == NULL || path[0] != '/' || is_live(path) ||
+    if (t_loading || path == NULL || path[0] != '/' || is_live(path) ||
         __atomic_load_n(&s->gone, __ATOMIC_ACQUIRE))
         return MPII_ANSWER_UNKNOWN; /* (a live path is not logged: the program's own data) */
     mpii_stage_answer a = s->index != NULL ? mpii_stage_image_resolve(s->index, s->root, path, staged, PATH_CAP)
@@ -356,9 +362,9 @@ static mpii_stage_answer answer(const char *path, char *staged)
     if (a == MPII_ANSWER_UNKNOWN && s->log.fd >= 0) {
         while (__atomic_test_and_set(&s->log_busy, __ATOMIC_ACQUIRE))
             ;
-        s->loading = 1; /* (the log writes; nothing it calls comes back here) */
+        t_loading = 1; /* (the log writes; nothing it calls comes back here) */
         mpii_path_log_add(&s->log, path);
-        s->loading = 0;
+        t_loading = 0;
         __atomic_clear(&s->log_busy, __ATOMIC_RELEASE);
     }
     return a;
@@ -437,7 +443,9 @@ static const char *directory(const char *path, char *staged, int flags)
 
 static mode_t mode_arg(int flags, va_list ap)
 {
-    return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
+    /* as glibc and musl read it: O_TMPFILE includes O_DIRECTORY, so a plain
+     * open(dir, O_DIRECTORY) has no mode argument to read */
+    return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, int) : 0;
 }
 
 /* ---- what the program changes: every call that creates, writes,
@@ -543,7 +551,7 @@ static void mark_dir(char *dir, size_t n)
 static void mark(int dirfd, const char *path, int self)
 {
     const struct preload_state *s = &g_preload;
-    if (s->index == NULL || s->loading || path == NULL || path[0] == '\0')
+    if (s->index == NULL || t_loading || path == NULL || path[0] == '\0')
         return;
     char plain[PATH_CAP], parent[PATH_CAP];
     if (!mark_absolute(dirfd, path, plain, sizeof plain)) {
@@ -628,6 +636,25 @@ DEFINE_OPENAT(openat64)
     }
 DEFINE_OPEN_2(__open_2)
 DEFINE_OPEN_2(__open64_2)
+
+/* _FORTIFY_SOURCE builds call these for an openat() without a mode */
+#define DEFINE_OPENAT_2(name)                                                  \
+    int name(int dirfd, const char *path, int flags)                           \
+    {                                                                          \
+        REAL(int (*)(int, const char *, int), name);                           \
+        char staged[PATH_CAP];                                                 \
+        if (MARKS_OPEN(flags))                                                 \
+            mark(dirfd, path, (flags & O_DIRECTORY) != 0);                     \
+        const char *p = path;                                                  \
+        if (is_absolute(path))                                                 \
+            p = (flags & O_DIRECTORY) ? directory(path, staged, flags)         \
+                                      : route(path, staged, reads_only(flags)); \
+        if (p == NULL)                                                         \
+            return -1;                                                         \
+        return real_##name(dirfd, p, flags);                                   \
+    }
+DEFINE_OPENAT_2(__openat_2)
+DEFINE_OPENAT_2(__openat64_2)
 
 #define DEFINE_FOPEN(name)                                                     \
     FILE *name(const char *path, const char *mode)                             \
@@ -1052,7 +1079,7 @@ char *realpath(const char *path, char *resolved)
     REAL(char *(*)(const char *, char *), realpath);
     const struct preload_state *s = &g_preload;
     size_t n = path != NULL ? strnlen(path, PATH_MAX) : 0;
-    if (s->index == NULL || s->loading || n >= PATH_MAX || !plain_absolute(path, n))
+    if (s->index == NULL || t_loading || n >= PATH_MAX || !plain_absolute(path, n))
         return real_realpath(path, resolved);
     char buf[PATH_MAX], staged[PATH_CAP];
     memcpy(buf, path, n + 1);
@@ -1151,7 +1178,7 @@ static int staged_elf(const char *path, char *staged, int *fd)
     const struct preload_state *s = &g_preload;
     char root[64];
     *fd = -1;
-    if (s->index == NULL || s->loading || is_live(path) || !exec_root(root, sizeof root, fd))
+    if (s->index == NULL || t_loading || is_live(path) || !exec_root(root, sizeof root, fd))
         return 0;
     if (mpii_stage_image_program(s->index, root, path, staged, PATH_CAP))
         return 1;

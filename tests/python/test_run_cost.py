@@ -71,6 +71,27 @@ def test_libraries_need_only_libc_found_without_search():
                                                 "/lib64/ld-linux-x86-64.so.2")), name)), (sub, name)
 
 
+@need_tools
+def test_the_command_every_run_starts_loads_libc_alone():
+    """Old code: `mpiimport` was linked to the transports (libfabric, UCX,
+    PMIx: 25 libraries; UCX calibrates its clock at load): every `mpiimport
+    run` of every rank of every step took 0.2 s before the program started.
+    Now it needs libc alone, found at the first candidate; the transports
+    live in libexec/mpiimport-collective, which it execs for a collective
+    stage only."""
+    d = subprocess.run(["readelf", "-d", CLI], capture_output=True, text=True, check=True).stdout
+    assert re.findall(r"\(NEEDED\)\s+Shared library: \[(.*?)\]", d) == ["libc.so.6"], d
+    assert re.findall(r"\(RPATH\)\s+Library rpath: \[(.*?)\]", d) == ["$ORIGIN/../lib/" + AUDIT_LIBS], d
+    collective = os.path.join(BUILD, "libexec", "mpiimport-collective")
+    c = subprocess.run(["readelf", "-d", collective], capture_output=True, text=True, check=True).stdout
+    assert "libpmix" in c, c
+    # the whole launcher process, exec included: no failed library candidate
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file", CLI, "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _search_misses(r.stderr.splitlines()) == [], r.stderr
+
+
 def _search_misses(lines):
     """ld.so's failed candidates while searching for a library (a name
     tried in a directory of a search list, capability subdirectories too)."""

@@ -142,3 +142,42 @@ def test_an_mpi4py_program_with_its_mpi_in_the_image_runs(tmp_path):
                        env=job_env(env), capture_output=True, text=True, timeout=300)
     assert q.returncode == 0, q.stdout + q.stderr
     assert sorted(l for l in q.stdout.splitlines() if l.startswith("rank")) == ["rank 0", "rank 1"], q.stdout
+
+
+FORTIFIED = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    /* flags not known at compile time: a _FORTIFY_SOURCE build calls __openat_2 */
+    int fd = openat(AT_FDCWD, argv[1], atoi(argv[2]));
+    char buf[64] = "";
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    printf("%s", n > 0 ? buf : "none\n");
+    return fd >= 0 ? 0 : 1;
+}
+"""
+
+
+def test_a_fortified_program_is_served_too(tmp_path):
+    """Old code: __openat_2 (what a _FORTIFY_SOURCE build calls for openat)
+    was not interposed: the program read the original on the shared file
+    system."""
+    shared, image, env = make_image(tmp_path)
+    src = tmp_path / "fortified.c"
+    src.write_text(FORTIFIED)
+    exe = tmp_path / "fortified"
+    subprocess.run(["cc", "-O2", "-D_FORTIFY_SOURCE=2", str(src), "-o", str(exe)], check=True)
+    syms = subprocess.run(["nm", "-D", str(exe)], capture_output=True, text=True).stdout
+    if "__openat_2" not in syms:
+        pytest.skip("this compiler's fortified openat does not call __openat_2")
+    data = str(shared / "pkg" / "data.txt")
+    trace = tmp_path / "trace"
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(trace), LAUNCHER, "run",
+                        "--image", str(image), "--", str(exe), data, "0"], env=job_env(env),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "old data\n", r.stdout + r.stderr
+    opened = [l for l in trace.read_text().splitlines() if '"' + data + '"' in l]
+    assert opened == [], opened

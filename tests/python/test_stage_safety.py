@@ -169,4 +169,32 @@ def test_a_stage_remade_by_another_user_is_never_read(shared_node, mode):
     # other user's directory is left alone: not ours to remove)
     s = subprocess.run([LAUNCHER, "stage", image], env=env, capture_output=True, text=True, timeout=120)
     assert s.returncode != 0 and "not ours" in s.stdout + s.stderr, s.stdout + s.stderr
+    assert "made by uid %d" % pwd.getpwnam("nobody").pw_uid in s.stderr, s.stderr   # who squats it
     assert os.stat(root).st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_a_set_user_id_program_in_a_packed_tree_keeps_its_bit_under_run(shared_node):
+    """Old code: `pack --prefix` packed a set-user-ID program like any file;
+    under `mpiimport run` it was executed from its staged copy (this user's,
+    no set-ID bit) and ran as the caller. Now it is listed, not packed, and
+    runs from the original, as plainly."""
+    base, shm, tree, image, job, env = shared_node
+    prog = os.path.join(tree, "whoami-euid")
+    shutil.copyfile("/usr/bin/id", prog)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(prog, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(prog, 0o4755)
+    plain = subprocess.run([prog, "-u"], capture_output=True, text=True, timeout=60)
+    if plain.stdout.strip() != str(nobody.pw_uid):
+        pytest.skip("set-user-ID bits are not honoured here (a nosuid mount?)")
+    p = subprocess.run([PYTHON, "-m", "mpiimport", "pack", "--prefix", tree, "-o", image], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "set-user/group-ID programs listed, not packed" in p.stderr, p.stderr
+    _stage(image, shm, env)
+    r = subprocess.run([LAUNCHER, "run", "--image", image, "--", prog, "-u"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == plain.stdout, r.stdout + r.stderr
+    # a file next to it is still served from the stage
+    q = subprocess.run([LAUNCHER, "run", "--image", image, "--", "/bin/cat", os.path.join(tree, "first.txt")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0 and q.stdout.startswith("genuine"), q.stdout + q.stderr

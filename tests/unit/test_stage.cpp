@@ -484,7 +484,8 @@ TEST_F(StageTest, FullFileSystemIsNoSpace)
 {
     std::string mnt = base_ + "/tiny";
     ASSERT_EQ(mkdir(mnt.c_str(), 0700), 0);
-    if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=64k,mode=0700") != 0)
+    // (the stage keeps 64 MiB of a file system free for the job: 256 KiB above that)
+    if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=65792k,mode=0700") != 0)
         GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno)
                      << "); needs root / CAP_SYS_ADMIN";
     mount_ = mnt;
@@ -506,6 +507,28 @@ TEST_F(StageTest, FullFileSystemIsNoSpace)
     std::string small_path;
     EXPECT_EQ(stage("/usr/lib/small.so", "tiny", 5.0, &small_path), MPII_OK);
     EXPECT_EQ(read_file(small_path), "tiny");
+}
+
+TEST_F(StageTest, TheStageLeavesTheJobItsShareOfTheFileSystem)
+{
+    // /dev/shm is also where MPI maps its shared-memory segments: a file
+    // that would leave less than 64 MiB (or 5 %) free is not staged, though
+    // it would fit (the caller keeps it in memory, relays it or imports it
+    // plainly), and the next one that leaves the reserve free is
+    std::string mnt = base_ + "/small";
+    ASSERT_EQ(mkdir(mnt.c_str(), 0700), 0);
+    if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=80m,mode=0700") != 0)
+        GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno)
+                     << "); needs root / CAP_SYS_ADMIN";
+    mount_ = mnt;
+    root_ = mnt + "/stage";
+    open_stage();
+    EXPECT_EQ(stage("/usr/lib/twenty.so", sample_bytes(20 << 20), 5.0), MPII_ERR_NOSPACE);
+    EXPECT_FALSE(exists_nofollow(root_ + "/usr/lib/twenty.so"));
+    EXPECT_FALSE(exists_nofollow(root_ + "/usr/lib/twenty.so.part")) << ".part left behind";
+    std::string ten;
+    EXPECT_EQ(stage("/usr/lib/ten.so", sample_bytes(10 << 20), 5.0, &ten), MPII_OK);
+    EXPECT_TRUE(exists_nofollow(ten));
 }
 
 // ---- removal ---------------------------------------------------------------

@@ -119,7 +119,20 @@ TEST(StageRegistry, SweepRemovesOnlyWhatNoLiveProcessUses)
     touch(f_dead);
     touch(f_live);
     touch(f_other);
-    EXPECT_EQ(mpii_stage_sweep(stage_dir.path.c_str(), shm_dir.path.c_str()), 2u);
+    // staged images half written by stagers: one killed a while ago (swept),
+    // one killed just now (its pid may be another stager's soon: kept a
+    // minute), one still writing (kept)
+    std::string image_root = stage_dir.path + "/mpiimport-0-image-00000000000000ee";
+    std::string killed = image_root + ".part-" + std::to_string(dead);
+    std::string just_killed = image_root + ".part-" + std::to_string(dead) + "0";
+    std::string writing = image_root + ".part-" + std::to_string((long)getpid());
+    for (const std::string &p : {killed, just_killed, writing})
+        make_stage(p);
+    ASSERT_EQ(utimensat(AT_FDCWD, killed.c_str(), then, 0), 0);
+    EXPECT_EQ(mpii_stage_sweep(stage_dir.path.c_str(), shm_dir.path.c_str()), 3u);
+    EXPECT_FALSE(exists(killed));
+    EXPECT_TRUE(exists(just_killed + "/usr/lib/libx.so"));
+    EXPECT_TRUE(exists(writing + "/usr/lib/libx.so"));
     EXPECT_FALSE(exists(gone));
     EXPECT_FALSE(exists(gone + ".live"));
     EXPECT_TRUE(exists(used + "/usr/lib/libx.so"));
@@ -129,6 +142,31 @@ TEST(StageRegistry, SweepRemovesOnlyWhatNoLiveProcessUses)
     EXPECT_TRUE(exists(f_live));
     EXPECT_TRUE(exists(f_other));  // not a transport file's name
     EXPECT_EQ(mpii_stage_sweep(nullptr, nullptr), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(StageRegistry, EveryProcessAtTheEndIsSeenAndLeavesNothing)
+{
+    Dir d;
+    std::string root = d.path + "/mpiimport-0-job-00000000000000ef-n0";
+    ASSERT_EQ(mpii_stage_register(root.c_str()), MPII_OK);
+    std::string other = std::to_string((long)getppid());  // another live process of the "node"
+    touch(root + ".live/" + other);
+    EXPECT_EQ(mpii_stage_all_at_end(root.c_str()), 0);    // it still runs
+    ASSERT_EQ(mpii_stage_at_end(root.c_str()), MPII_OK);  // this one waits at its end
+    EXPECT_EQ(mpii_stage_all_at_end(root.c_str()), 0);
+    touch(root + ".live/" + other + ".end");              // now it waits too
+    EXPECT_EQ(mpii_stage_all_at_end(root.c_str()), 1);
+    touch(root + ".live/" + std::to_string(dead_pid()));  // a dead entry does not count
+    EXPECT_EQ(mpii_stage_all_at_end(root.c_str()), 1);
+    int last = 0;
+    ASSERT_EQ(mpii_stage_leave(root.c_str(), &last), MPII_OK);
+    EXPECT_FALSE(exists(root + ".live/" + std::to_string((long)getpid()) + ".end"));
+    ASSERT_EQ(mpii_stage_discard(root.c_str()), MPII_OK);
+    EXPECT_FALSE(exists(root + ".live"));                 // markers and all
 }
 
 }  // namespace

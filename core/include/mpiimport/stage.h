@@ -48,14 +48,21 @@ void mpii_stage_close(mpii_stage *stage);
  * of the job on this node. register: adds this process. leave: removes it;
  * *last is set when no live process remains (the caller then discards).
  * discard: removes the root and its registry. sweep: removes this user's
- * stage roots under stage_dir whose registry names no live process, and this
- * user's transport files "mpiimport-<pid>-<rank>-<hex16>" in shm_dir whose
- * process is gone; returns how many it removed. */
+ * stage roots under stage_dir whose registry names no live process and has
+ * not changed for a minute (a job starting now keeps its own), the staged
+ * images a killed stager left half written ("<root>.part-<pid>", the pid
+ * gone), and this user's transport files "mpiimport-<pid>-<rank>-<hex16>"
+ * in shm_dir whose process is gone; returns how many it removed. */
 mpii_status mpii_stage_register(const char *root);
 /* 1 when root has a registry (a stage made for a job step, not by
  * `mpiimport stage`), else 0. */
 int mpii_stage_has_registry(const char *root);
 mpii_status mpii_stage_leave(const char *root, int *last);
+/* at_end: marks this process as waiting at the end of its session
+ * ("<pid>.end" in the registry). all_at_end: 1 when every other live
+ * process of the registry is marked so (and there is one). */
+mpii_status mpii_stage_at_end(const char *root);
+int mpii_stage_all_at_end(const char *root);
 mpii_status mpii_stage_discard(const char *root);
 size_t mpii_stage_sweep(const char *stage_dir, const char *shm_dir);
 

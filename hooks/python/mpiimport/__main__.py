@@ -132,7 +132,7 @@ def _pack_prefix(args):
     top = os.path.abspath(args.prefix)
     real_top = os.path.realpath(top)
     ctx = _core.Context("self", _hook._suffix_table())
-    files = nbytes = linked_dirs = linked_bytes = outside_dirs = refused = 0
+    files = nbytes = linked_dirs = linked_bytes = outside_dirs = refused = setid = 0
     spellings = {}  # (st_dev, st_ino) of a real directory -> times packed
 
     def refuse_target(p):
@@ -176,6 +176,9 @@ def _pack_prefix(args):
                         continue
                     if not _stat.S_ISREG(sb.st_mode):
                         continue  # a FIFO, a socket, a device: listed, never opened
+                    if sb.st_mode & (_stat.S_ISUID | _stat.S_ISGID):
+                        setid += 1
+                        continue  # listed, runs from the original (a staged copy has no set-id bit)
                     try:
                         got = ctx.file(p)
                     except _core.Error:
@@ -192,6 +195,9 @@ def _pack_prefix(args):
         ctx.close()
     print("mpiimport pack: %s: %d files (%.1f MiB) under %s" % (args.output, files, nbytes / 1048576.0, top),
           file=sys.stderr)
+    if setid:
+        print("mpiimport pack: %d set-user/group-ID programs listed, not packed: they run from the original "
+              "(a staged copy cannot carry the bit)" % setid, file=sys.stderr)
     if linked_dirs or refused:
         print("mpiimport pack: through symbolic links: %d directories (%d outside %s), %.1f MiB packed "
               "under the links' names; %d links to directories not followed"
@@ -250,6 +256,15 @@ def _recorded_files(prefix):
     return [os.path.join(d, n) for n in names if n.startswith(base + ".")]
 
 
+def _set_id(path):
+    """Whether path is a set-user-ID or set-group-ID file (packed, it would
+    run from a staged copy without the bit)."""
+    try:
+        return bool(os.stat(path).st_mode & (0o4000 | 0o2000))
+    except OSError:
+        return False
+
+
 def _add_recorded(session, also=()):
     """What the recording run logged (and what runs under `mpiimport run`
     with MPIIMPORT_RECORD_PATHS=PREFIX logged as passing through: --recorded
@@ -285,8 +300,8 @@ def _add_recorded(session, also=()):
             state = ctx.dir_state(p)
             if state == "dir":
                 ctx.listdir(p)
-            elif state == "notdir" and ctx.file(p) is None:
-                continue
+            elif state == "notdir" and (_set_id(p) or ctx.file(p) is None):
+                continue  # (a set-ID program runs from the original: a staged copy has no set-ID bit)
         except _core.Error:
             continue  # not a regular file (a FIFO, a socket): never served
         added += 1

@@ -196,6 +196,10 @@ class _Session:
             except _core.Gap:
                 if self.frozen:  # a frozen rank reads its own gaps: no message will come
                     raise _Fallback("%r: no answer in the replayed image" % (request,)) from None
+            except _core.Error as e:
+                # what the core cannot answer right (a staged copy that is not what
+                # the index says, an I/O error) is imported plainly, never raised
+                raise _Fallback("%r: %s" % (request, e)) from None
             # Once rank 0 has gone quiet, later waits are short: a rank whose
             # root has stopped importing (or whose path to it died) must not
             # wait the full timeout at every import. After three quiet waits in
@@ -329,6 +333,18 @@ def _stat_mtime(mtime_ns):
     return mtime_ns // 1_000_000_000 + (mtime_ns % 1_000_000_000) * 1e-9
 
 
+def _known(session, path):
+    """What the session knows of a file (bytes, mtime_ns, size), or None:
+    then the loader reads it itself, as plainly (also when the knowledge
+    cannot be used: a staged copy that is not what the index says)."""
+    if session is None or session.finished:
+        return None
+    try:
+        return session.ctx.known(path)
+    except _core.Error:
+        return None
+
+
 class _Served:
     """What the three loaders share: the session, get_data answered from what
     rank 0 sent, and the frame of every served step (lock, rank 0's flush,
@@ -339,11 +355,9 @@ class _Served:
         self._mpii = session
 
     def get_data(self, path):
-        s = self._mpii
-        if s is not None and not s.finished:
-            r = s.ctx.known(path)
-            if r is not None:
-                return r[0]
+        r = _known(self._mpii, path)
+        if r is not None:
+            return r[0]
         return super().get_data(path)
 
     # No exec_module here: importlib's own runs the module's code, so no frame
@@ -407,11 +421,9 @@ class MpiSourceLoader(_Served, SourceFileLoader):
         return self._served(fullname, produce, lambda: super(MpiSourceLoader, self).get_code(fullname))
 
     def path_stats(self, path):
-        s = self._mpii
-        if s is not None and not s.finished:
-            r = s.ctx.known(path)
-            if r is not None:
-                return {"mtime": _stat_mtime(r[1]), "size": r[2]}
+        r = _known(self._mpii, path)
+        if r is not None:
+            return {"mtime": _stat_mtime(r[1]), "size": r[2]}
         return super().path_stats(path)
 
 
